@@ -1,0 +1,127 @@
+"""Reading and writing the artifacts between steps, atomically and without pickle.
+
+Every writer goes through `atomic_path`: the data is written to a temporary name in the target
+folder and renamed, so a killed run never leaves a half-written file and a rerun can trust that
+any file present is complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success rename it onto `path`.
+
+    `suffix` keeps the extension that writers such as PIL or np.savez look at.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:  # a full disk lands here: say which file, keep what exists
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not write {path}: {err}; earlier outputs are intact") from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_maps(path: str | Path, keys: np.ndarray, cam: np.ndarray, high_res: np.ndarray) -> None:
+    """Write a CAM/AMN map file (.npz).
+
+    keys: (K,) int64, present foreground classes, 0-based.
+    cam: (K', h4, w4) float32 stride-4 maps; high_res: (K', H, W) float32 full-size maps
+    (K' = K for CAMs, K+1 with the background channel first for AMN maps).
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, keys=np.asarray(keys, np.int64), cam=np.asarray(cam, np.float32),
+                     high_res=np.asarray(high_res, np.float32))
+
+
+def load_maps(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a map file written by `save_maps`; a clear error if it is missing or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"map file {path} not found: run the step that makes it first "
+                                f"(make_cam for result/cam, make_amn_cam for result/amn_cam)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in ("keys", "cam", "high_res")}
+    except Exception as err:
+        raise ValueError(f"corrupt map file {path} ({err}); delete it and rerun the step "
+                         f"that makes it") from err
+
+
+def save_png(path: str | Path, label: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write a uint8 label map (H, W) as a PNG (a palette PNG when `palette` is given)."""
+    img = Image.fromarray(np.asarray(label, np.uint8))
+    if palette is not None:
+        img = img.convert("P")
+        img.putpalette(palette)
+    with atomic_path(path, suffix=".png") as tmp:
+        img.save(tmp, format="PNG")
+
+
+def load_png(path: str | Path) -> np.ndarray:
+    """Read a label PNG as uint8 (H, W) indices (palette PNGs give their indices)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"label file {path} not found")
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img, dtype=np.uint8)
+    except Exception as err:
+        raise ValueError(f"corrupt label file {path} ({err}); delete it and rerun the step "
+                         f"that makes it") from err
+
+
+def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(dict(state_dict), tmp)
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str) -> None:
+    """Load a state_dict strictly; errors name the file, the step that makes it and the keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found: run {made_by} first")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path} ({err}); rerun {made_by}") from err
+    own = model.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    bad_shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                 for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"checkpoint {path} does not fit {type(model).__module__}.{type(model).__name__}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches "
+            f"{bad_shape[:5]} (another network or class count?). Rerun {made_by} or pass the "
+            f"right weights file.")
+    model.load_state_dict(state)
+
+
+def append_metrics(path: str | Path, record: Mapping) -> None:
+    """Append one JSON line (with a timestamp) to result/metrics.jsonl."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"time": datetime.datetime.now().isoformat(timespec="seconds"), **record}
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,66 @@
+"""Dense CRF on hard label maps and the score-map -> confident IR label rule (spec §2.4, §2.5)."""
+from __future__ import annotations
+
+import numpy as np
+import pydensecrf.densecrf as dcrf
+from pydensecrf.utils import unary_from_labels
+
+
+def crf_inference_label(img: np.ndarray, labels: np.ndarray, n_labels: int, t: int = 10,
+                        gt_prob: float = 0.7) -> np.ndarray:
+    """Refine a hard label map with pydensecrf; returns (H, W) int64 labels in [0, n_labels).
+
+    img: uint8 (H, W, 3) RGB; labels: (H, W) ints in [0, n_labels), label 0 an ordinary class.
+    Unary from labels (gt_prob, zero_unsure=False); Gaussian (sxy 3, compat 3) and bilateral
+    (sxy 50, srgb 5, compat 10) Potts pairwise terms; `t` mean-field iterations.
+    """
+    h, w = labels.shape
+    if img.shape[:2] != (h, w) or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image {img.shape} does not fit labels {labels.shape} (need (H, W, 3))")
+    d = dcrf.DenseCRF2D(w, h, n_labels)
+    d.setUnaryEnergy(unary_from_labels(labels, n_labels, gt_prob=gt_prob, zero_unsure=False))
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    rgb = np.array(img, dtype=np.uint8, order="C", copy=True)  # pydensecrf needs writable
+    d.addPairwiseBilateral(sxy=50, srgb=5, rgbim=rgb, compat=10)
+    q = np.asarray(d.inference(t), np.float32)
+    return np.argmax(q.reshape(n_labels, h, w), axis=0)
+
+
+def compose_ir_label(fg_conf: np.ndarray, bg_conf: np.ndarray) -> np.ndarray:
+    """Combine the high- and low-threshold CRF labels into an IR label, uint8 (H, W).
+
+    Keep fg_conf's class where it is foreground; 0 where both say background; 255 otherwise.
+    """
+    ir = np.asarray(fg_conf).astype(np.uint8)
+    fg_bg = ir == 0
+    ir[fg_bg] = 255
+    ir[fg_bg & (np.asarray(bg_conf) == 0)] = 0
+    return ir
+
+
+def _crf_at_threshold(img: np.ndarray, scores: np.ndarray, keys_pad: np.ndarray,
+                      thres: float) -> np.ndarray:
+    """keys_pad[CRF(argmax([thres; S]))]: (H, W) labels, 0 = bg, c+1 = class c."""
+    padded = np.concatenate([np.full((1,) + scores.shape[1:], thres, np.float32), scores])
+    crf = crf_inference_label(img, np.argmax(padded, axis=0), keys_pad.size)
+    return keys_pad[crf]
+
+
+def ir_label_from_scores(img: np.ndarray, scores: np.ndarray, keys: np.ndarray,
+                         fg_thres: float, bg_thres: float) -> np.ndarray:
+    """Confident IR label (spec §2.5), uint8 (H, W) in {0, c+1, 255}.
+
+    img: uint8 (H, W, 3); scores: (K, H, W) foreground scores in [0, 1] (float32 comparison,
+    ties go to background); keys: (K,) 0-based classes. K == 0 gives all background.
+    """
+    keys = np.asarray(keys, np.int64).reshape(-1)
+    scores = np.asarray(scores, np.float32)
+    if scores.ndim != 3 or scores.shape[0] != keys.size or scores.shape[1:] != img.shape[:2]:
+        raise ValueError(f"scores {scores.shape}, keys {keys.shape} and image {img.shape} "
+                         f"do not fit (expected (K, H, W), (K,), (H, W, 3))")
+    if keys.size == 0:
+        return np.zeros(img.shape[:2], np.uint8)
+    keys_pad = np.concatenate([[0], keys + 1])
+    fg_conf = _crf_at_threshold(img, scores, keys_pad, fg_thres)
+    bg_conf = _crf_at_threshold(img, scores, keys_pad, bg_thres)
+    return compose_ir_label(fg_conf, bg_conf)

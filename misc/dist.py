@@ -1,0 +1,101 @@
+"""Distributed helpers: torchrun/DDP setup, rank-aware sampling and sharding, device choice.
+
+Training keeps the global batch of one process: with W processes each rank takes its slice of
+every global batch, so the optimiser sees the same samples whatever W is.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+def world() -> tuple[int, int]:
+    """(rank, world_size); (0, 1) outside torchrun."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def init_distributed(device_request: str = "auto") -> torch.device:
+    """Initialise the process group when launched by torchrun and pick this process's device.
+
+    device_request: "auto" (CUDA when available), "cpu", or "cuda". Asking for CUDA on a machine
+    without it is an error rather than a silent fallback.
+    """
+    if device_request.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but this machine has no usable CUDA "
+                           "device; pass --device cpu (or auto)")
+    use_cuda = device_request.startswith("cuda") or (device_request == "auto"
+                                                     and torch.cuda.is_available())
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over ranks (identity in one process)."""
+    if world()[1] == 1:
+        return value
+    value = value.clone()
+    dist.all_reduce(value)
+    return value / world()[1]
+
+
+def shard(items: list, rank: int | None = None, world_size: int | None = None) -> list:
+    """This rank's share of an inference list (every world_size-th item)."""
+    r, w = world()
+    return items[(r if rank is None else rank)::(w if world_size is None else world_size)]
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Yields this rank's slice of each global batch of a seeded per-epoch permutation.
+
+    With W ranks, global batch i is perm[i*B:(i+1)*B] and rank r takes its r-th B/W slice, so
+    the union over ranks equals the one-process batch. drop_last as in the reference.
+    """
+
+    def __init__(self, n: int, global_batch: int, shuffle: bool = True, seed: int = 0,
+                 rank: int | None = None, world_size: int | None = None):
+        r, w = world()
+        self.rank, self.world_size = (r if rank is None else rank), (w if world_size is None else world_size)
+        if global_batch % self.world_size:
+            raise ValueError(f"batch size {global_batch} is not divisible by the "
+                             f"{self.world_size} processes")
+        if n < global_batch:
+            raise ValueError(f"the list has {n} images, fewer than one batch of {global_batch}; "
+                             f"lower the batch size")
+        self.n, self.batch, self.shuffle, self.seed, self.epoch = n, global_batch, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n // self.batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        local = self.batch // self.world_size
+        for i in range(len(self)):
+            start = i * self.batch + self.rank * local
+            yield order[start:start + local]

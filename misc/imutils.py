@@ -1,0 +1,98 @@
+"""Image operations of the reference pipeline (PIL bicubic / nearest, crops, normalisation).
+
+Images are uint8 or float32 HWC RGB numpy arrays; label maps are uint8 (H, W). Random
+operations take a `numpy.random.Generator` so that a data worker's stream is reproducible.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 (H, W, 3) RGB (greyscale is replicated to 3 channels)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} not found: check the dataset root and the list file")
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except Exception as err:
+        raise ValueError(f"cannot decode image {path} ({err}): the file is corrupt; "
+                         f"replace it or remove its id from the list") from err
+
+
+def pil_resize(img: np.ndarray, size: tuple[int, int], order: int) -> np.ndarray:
+    """Resize to `size` = (H, W) with PIL: order 3 bicubic (uint8 images), 0 nearest (labels)."""
+    if img.shape[:2] == tuple(size):
+        return img
+    resample = Image.BICUBIC if order == 3 else Image.NEAREST
+    return np.asarray(Image.fromarray(img).resize((size[1], size[0]), resample))
+
+
+def pil_rescale(img: np.ndarray, scale: float, order: int) -> np.ndarray:
+    """Rescale by `scale` to (round(H*scale), round(W*scale))."""
+    h, w = img.shape[:2]
+    return pil_resize(img, (int(round(h * scale)), int(round(w * scale))), order)
+
+
+def random_resize_long(img: np.ndarray, min_long: int, max_long: int,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Bicubic resize so that the long side is uniform in {min_long..max_long} (inclusive)."""
+    target = int(rng.integers(min_long, max_long + 1))
+    return pil_rescale(img, target / max(img.shape[:2]), 3)
+
+
+def random_scale(img: np.ndarray, label: np.ndarray | None, scale_range: tuple[float, float],
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rescale image (bicubic) and label (nearest) by one s ~ U[lo, hi)."""
+    s = scale_range[0] + rng.random() * (scale_range[1] - scale_range[0])
+    return pil_rescale(img, s, 3), None if label is None else pil_rescale(label, s, 0)
+
+
+def normalize(img: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3) -> float32 (H, W, 3), (x/255 - mean)/std computed in float64."""
+    out = (img.astype(np.float64) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return out.astype(np.float32)
+
+
+def random_lr_flip(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Flip every array left-right together with probability 0.5."""
+    if rng.random() < 0.5:
+        return [np.ascontiguousarray(a[:, ::-1]) for a in arrays]
+    return arrays
+
+
+def crop_box(size_hw: tuple[int, int], crop: int, rng: np.random.Generator | None):
+    """Offsets for a crop of side `crop` per axis: a random window when the image is larger,
+    a random placement inside the crop canvas when it is smaller (top-left when rng is None).
+    Returns (src_y, src_x, dst_y, dst_x, h, w)."""
+    offs = []
+    for n in size_hw:
+        extra = abs(n - crop)
+        off = 0 if rng is None or extra == 0 else int(rng.integers(0, extra + 1))
+        offs.append((off, 0) if n > crop else (0, off))  # (src, dst)
+    (sy, dy), (sx, dx) = offs
+    return sy, sx, dy, dx, min(crop, size_hw[0]), min(crop, size_hw[1])
+
+
+def crop_arrays(arrays: list[np.ndarray], fills: list[float], crop: int,
+                rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Jointly crop / pad every array to (crop, crop, ...) with the same box; `fills` per array
+    (0 for normalised images = mean colour, 255 for labels). rng None = top-left crop."""
+    sy, sx, dy, dx, h, w = crop_box(arrays[0].shape[:2], crop, rng)
+    out = []
+    for a, fill in zip(arrays, fills):
+        canvas = np.full((crop, crop) + a.shape[2:], fill, dtype=a.dtype)
+        canvas[dy:dy + h, dx:dx + w] = a[sy:sy + h, sx:sx + w]
+        out.append(canvas)
+    return out
+
+
+def hwc_to_chw(img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(img.transpose(2, 0, 1))

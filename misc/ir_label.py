@@ -1,0 +1,76 @@
+"""Score maps -> confident IR label PNGs over a CPU process pool (cam_to_ir_label and
+amn_cam_to_ir_label both configure `make_ir_labels`)."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from tqdm import tqdm
+
+from misc.artifacts import load_maps, save_png
+from misc.crf import ir_label_from_scores
+from misc.imutils import read_image
+
+# (map path, image path, output path, fg_thres, bg_thres, drop_background_channel)
+Job = tuple[str, str, str, float, float, bool]
+
+
+def _one_thread() -> None:
+    """Pool initializer: keep every worker single-threaded (CPU CRF work is per process)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _make_one(job: Job) -> str:
+    """Compute and atomically write one IR label; returns the output path."""
+    map_path, image_path, out_path, fg_thres, bg_thres, drop_bg = job
+    maps = load_maps(map_path)
+    scores = maps["high_res"][1:] if drop_bg else maps["high_res"]
+    ir = ir_label_from_scores(read_image(image_path), scores, maps["keys"], fg_thres, bg_thres)
+    save_png(out_path, ir)
+    return out_path
+
+
+def make_ir_labels(ids: Sequence[str], map_dir: str | Path, image_dir: str | Path,
+                   out_dir: str | Path, fg_thres: float, bg_thres: float,
+                   drop_background_channel: bool, num_workers: int = 1,
+                   overwrite: bool = False) -> dict:
+    """Write `out_dir/<id>.png` (uint8, 0 bg, c+1 class c, 255 unsure) for every id.
+
+    Reads `map_dir/<id>.npz` (high_res; channel 0 dropped for AMN maps when
+    `drop_background_channel`) and `image_dir/<id>.jpg`. Existing outputs are skipped unless
+    `overwrite`. num_workers <= 1 runs in this process, otherwise a spawn-context Pool.
+    Returns {'written': int, 'skipped': int, 'seconds': float}.
+    """
+    start = time.perf_counter()
+    ids = list(ids)
+    map_dir, image_dir, out_dir = Path(map_dir), Path(image_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs: list[Job] = []
+    for i in ids:
+        out = out_dir / f"{i}.png"
+        if overwrite or not out.exists():
+            jobs.append((str(map_dir / f"{i}.npz"), str(image_dir / f"{i}.jpg"), str(out),
+                         float(fg_thres), float(bg_thres), bool(drop_background_channel)))
+    skipped = len(ids) - len(jobs)
+    bar = tqdm(total=len(jobs), desc=f"ir labels -> {out_dir.name}", unit="img", disable=None)
+    try:
+        if num_workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                _make_one(job)
+                bar.update(1)
+        else:
+            workers = min(int(num_workers), len(jobs))
+            chunk = max(1, min(16, len(jobs) // (workers * 4)))
+            with mp.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+                for _ in pool.imap_unordered(_make_one, jobs, chunksize=chunk):
+                    bar.update(1)
+    finally:
+        bar.close()
+    return {"written": len(jobs), "skipped": skipped,
+            "seconds": round(time.perf_counter() - start, 3)}

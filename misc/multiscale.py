@@ -1,0 +1,99 @@
+"""Multi-scale + flip inference over an image list: the shared mechanism of make_cam and
+make_amn_cam (one mechanism, two configurations: the network call and the per-image merge).
+
+Images of equal size are batched together, and each scale of a batch is one forward pass of
+(2B, 3, h_s, w_s) holding every image and its mirror: exact (no padding), and as few passes as
+the shapes allow.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from misc import dist
+from misc.artifacts import save_maps
+from voc12.dataloader import MultiScaleDataset
+
+# forward(x (2B,3,h,w) normalised, labels (2B,C)) -> (2B, C', h', w') scores or logits
+ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# merge(per-scale flip-merged outputs [(C', h_s', w_s')], label (C,), (H, W)) -> (keys, cam, high_res)
+MergeFn = Callable[[list, torch.Tensor, tuple], tuple]
+
+
+def size_buckets(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Group indices of equal image size into batches of at most `batch_size`."""
+    groups: dict = defaultdict(list)
+    for i, size in enumerate(sizes):
+        groups[tuple(size)].append(i)
+    return [idx[k:k + batch_size] for idx in groups.values()
+            for k in range(0, len(idx), batch_size)]
+
+
+def flip_views_forward(forward: ForwardFn, imgs: torch.Tensor, labels: torch.Tensor,
+                       reduce: str) -> torch.Tensor:
+    """One pass over (B,3,h,w) images and their mirrors; the mirror's output is flipped back and
+    combined ('sum' as make_cam, 'mean' as make_amn_cam) -> (B, C', h', w')."""
+    b = imgs.shape[0]
+    out = forward(torch.cat([imgs, imgs.flip(-1)]), torch.cat([labels, labels]))
+    merged = out[:b] + out[b:].flip(-1)
+    return merged / 2 if reduce == "mean" else merged
+
+
+def resize_sum(outs: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Sum over scales of bilinear (align_corners=False) resizes of (C, h, w) maps to `size`."""
+    return sum(F.interpolate(o[None], size, mode="bilinear", align_corners=False)[0] for o in outs)
+
+
+def _collate(samples: list[dict]) -> dict:
+    return {"name": [s["name"] for s in samples], "size": samples[0]["size"],
+            "label": torch.stack([s["label"] for s in samples]),
+            "imgs": [torch.stack([s["imgs"][k] for s in samples]) for k in range(len(samples[0]["imgs"]))]}
+
+
+def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, merge: MergeFn,
+                             out_dir: str | Path, device: torch.device, reduce: str,
+                             batch_size: int = 8, num_workers: int = 0,
+                             overwrite: bool = False, desc: str = "maps") -> dict:
+    """Write out_dir/<id>.npz for this rank's share of the dataset; skip finished images
+    unless `overwrite`. Returns counts and seconds."""
+    out_dir = Path(out_dir)
+    start = time.time()
+    todo = [i for i in dist.shard(list(range(len(dataset))))
+            if overwrite or not (out_dir / f"{dataset.ids[i]}.npz").is_file()]
+    sizes = [dataset.image_size(i) for i in todo]
+    batches = [[todo[j] for j in b] for b in size_buckets(sizes, batch_size)]
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=device.type == "cuda")
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, disable=not dist.is_main(), total=len(batches)):
+            labels = batch["label"].to(device)
+            outs = [flip_views_forward(forward, x.to(device, non_blocking=True), labels, reduce)
+                    for x in batch["imgs"]]
+            for b, name in enumerate(batch["name"]):
+                keys, cam, high_res = merge([o[b] for o in outs], labels[b], batch["size"])
+                save_maps(out_dir / f"{name}.npz", keys.cpu().numpy(), cam.cpu().numpy(),
+                          high_res.cpu().numpy())
+    n_done = len(todo)
+    return {"written": n_done, "skipped": len(dist.shard(list(range(len(dataset))))) - n_done,
+            "seconds": time.time() - start}
+
+
+def cam_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int]):
+    """make_cam's merge: sum of scales at stride 4 and at full size (via the 16-multiple size,
+    then cropped), keep present classes, divide each by its max + 1e-5.
+
+    outs: [(C, h_s, w_s)] >= 0; returns keys (K,) 0-based, cam (K, h4, w4), high_res (K, H, W)
+    in [0, 1)."""
+    h, w = size
+    keys = torch.nonzero(label)[:, 0]
+    strided = resize_sum(outs, ((h - 1) // 4 + 1, (w - 1) // 4 + 1))[keys]
+    high = resize_sum(outs, (((h - 1) // 16 + 1) * 16, ((w - 1) // 16 + 1) * 16))[keys, :h, :w]
+    norm = lambda m: m / (m.amax(dim=(1, 2), keepdim=True) + 1e-5)
+    return keys, norm(strided), norm(high)

@@ -1,0 +1,37 @@
+"""What every step needs from the flags: the dataset, the lists, the device, logging."""
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from misc import dist
+from voc12.dataloader import ClassLabels, VOCRoot, load_img_name_list
+
+
+@lru_cache(maxsize=None)
+def _labels(path: str) -> ClassLabels:
+    return ClassLabels.from_csv(path)
+
+
+def dataset(args: argparse.Namespace) -> tuple[VOCRoot, ClassLabels]:
+    """The dataset root (checked) and its image-level labels."""
+    return VOCRoot(Path(args.voc12_root)), _labels(str(args.cls_labels))
+
+
+def id_list(path: str | Path) -> list[str]:
+    return load_img_name_list(path)
+
+
+def device(args: argparse.Namespace) -> torch.device:
+    return dist.init_distributed(getattr(args, "device", "auto"))
+
+
+def log(*msg) -> None:
+    """Print on the main process only, flushed (stdout is often tee'd)."""
+    if dist.is_main():
+        print(*msg, flush=True)
+        sys.stdout.flush()

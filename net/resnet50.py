@@ -1,0 +1,119 @@
+"""ResNet-50 backbone of the IRN/AMN lineage, with torchvision's state_dict keys.
+
+Topology: torchvision ResNet-50 v1.5 (stride on the 3x3 conv of a stage's first bottleneck),
+layers [3, 4, 6, 3], strides (2, 2, 2, 1) -> output stride 16, no dilation. Every BatchNorm is a
+FixedBatchNorm (running statistics in train and eval mode) unless a pretraining caller asks for
+ordinary BatchNorm.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+WEIGHTS_HELP = (
+    "Pass --backbone_weights FILE with torchvision's ImageNet ResNet-50 state_dict "
+    "(resnet50-19c8e357.pth or resnet50-0676ba61.pth from download.pytorch.org/models/, "
+    "downloaded by hand: this project never downloads), or run `python -m data.pretrain_backbone` "
+    "to build the synthetic-data backbone used with the toy dataset."
+)
+
+
+class FixedBatchNorm(nn.BatchNorm2d):
+    """BatchNorm that always normalises with its running statistics (eps 1e-5)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, eps=self.eps)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int, norm: Callable[[int], nn.Module]):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = norm(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = norm(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = norm(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or inplanes != planes * 4:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False), norm(planes * 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + shortcut)
+
+
+class ResNet50(nn.Module):
+    """ResNet-50; `forward` returns the stage-4 features (B, 2048, ceil(H/16), ceil(W/16))
+    for the default strides, or logits (B, num_classes) when built with `num_classes`."""
+
+    def __init__(self, strides: Sequence[int] = (2, 2, 2, 1), fixed_bn: bool = True,
+                 num_classes: int | None = None):
+        super().__init__()
+        norm = FixedBatchNorm if fixed_bn else nn.BatchNorm2d
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=strides[0], padding=3, bias=False)
+        self.bn1 = norm(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        inplanes = 64
+        layers = []
+        for planes, blocks, stride in zip((64, 128, 256, 512), (3, 4, 6, 3),
+                                          (1, strides[1], strides[2], strides[3])):
+            stage = [Bottleneck(inplanes, planes, stride, norm)]
+            inplanes = planes * 4
+            stage += [Bottleneck(inplanes, planes, 1, norm) for _ in range(blocks - 1)]
+            layers.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.fc = nn.Linear(2048, num_classes) if num_classes else None
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        if self.fc is None:
+            return x
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def load_backbone_weights(model: ResNet50, path: str | Path | None) -> None:
+    """Load torchvision-format ResNet-50 weights into `model` (fc.* keys are ignored).
+
+    Raises FileNotFoundError naming the flag when the file is missing, and ValueError naming the
+    offending keys when the file is not a ResNet-50 state_dict.
+    """
+    if path is None or not Path(path).is_file():
+        raise FileNotFoundError(f"backbone weights not found: {path!s}. {WEIGHTS_HELP}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or pickled-with-code files
+        raise ValueError(f"cannot read backbone weights {path}: {err}. {WEIGHTS_HELP}") from err
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = {k for k in model.state_dict() if not k.startswith("fc.")}
+    missing, unexpected = sorted(own - state.keys()), sorted(state.keys() - own)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} is not a torchvision ResNet-50 state_dict: missing keys {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}. {WEIGHTS_HELP}")
+    own_state = model.state_dict()
+    for key, value in state.items():
+        if own_state[key].shape != value.shape:
+            raise ValueError(f"{path}: key {key} has shape {tuple(value.shape)}, "
+                             f"expected {tuple(own_state[key].shape)}. {WEIGHTS_HELP}")
+    state.update({k: v for k, v in own_state.items() if k.startswith("fc.")})  # keep own head
+    model.load_state_dict(state)

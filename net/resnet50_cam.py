@@ -1,0 +1,49 @@
+"""CAM classifier of IRN/AMN: ResNet-50 (OS16) -> GAP -> 1x1 conv without bias.
+
+The module tree mirrors the reference (`resnet50.*` plus `stage1..4` views of the same layers,
+`classifier`), so its state_dict has the reference's keys and loads its released
+res50_cam.pth(.pth) checkpoints as they are.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from net.resnet50 import ResNet50, load_backbone_weights
+
+
+class Net(nn.Module):
+    def __init__(self, n_classes: int, backbone_weights: str | None = None):
+        super().__init__()
+        self.resnet50 = ResNet50(strides=(2, 2, 2, 1))
+        if backbone_weights is not None:
+            load_backbone_weights(self.resnet50, backbone_weights)
+        r = self.resnet50
+        self.stage1 = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1)
+        self.stage2 = nn.Sequential(r.layer2)
+        self.stage3 = nn.Sequential(r.layer3)
+        self.stage4 = nn.Sequential(r.layer4)
+        self.classifier = nn.Conv2d(2048, n_classes, 1, bias=False)
+        self.n_classes = n_classes
+        # stage1-2 get no gradient (detached below); conv1/bn1 are frozen explicitly as in the reference
+        for p in list(r.conv1.parameters()) + list(r.bn1.parameters()):
+            p.requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised -> (B, 2048, ceil(H/16), ceil(W/16)); stage 2 detached."""
+        x = self.stage2(self.stage1(x)).detach()
+        return self.stage4(self.stage3(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classification logits (B, C)."""
+        return self.classifier(self.features(x).mean(dim=(2, 3), keepdim=True)).flatten(1)
+
+    def cam(self, x: torch.Tensor) -> torch.Tensor:
+        """Class activation maps ReLU(W f) (B, C, ceil(H/16), ceil(W/16)), >= 0."""
+        return F.relu(F.conv2d(self.features(x), self.classifier.weight))
+
+    def param_groups(self) -> tuple[list, list]:
+        """(backbone params, head params) for the 1x / 10x learning rates."""
+        backbone = [p for p in self.resnet50.parameters() if p.requires_grad]
+        return backbone, list(self.classifier.parameters())

@@ -1,0 +1,149 @@
+"""Driver of the pipeline, with the reference run_sample.py's flags.
+
+    python run_sample.py                        # toy dataset (built on first use), every step
+    python run_sample.py --voc12_root VOC2012 --train_cam_pass True --make_cam_pass True ...
+    torchrun --nproc_per_node 4 run_sample.py --voc12_root VOC2012 --train_cam_pass True
+
+With no *_pass flag every available step runs in pipeline order; with some, only those.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+TOY_ROOT = REPO / "data" / "toy"
+
+# name -> module; pipeline order
+STEPS = ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label"]
+
+# Size flags whose default depends on the dataset (VOC values are the reference's).
+PROFILES = {
+    "voc": dict(cam_crop_size=512, cam_resize_long=(320, 640), cam_batch_size=16,
+                cam_num_epoches=5, infer_batch_size=8),
+    "toy": dict(cam_crop_size=128, cam_resize_long=(96, 160), cam_batch_size=16,
+                cam_num_epoches=6, infer_batch_size=8),
+}
+
+
+def str2bool(v: str) -> bool:
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    # Environment
+    a("--num_workers", default=max(1, (os.cpu_count() or 2) // 2), type=int)
+    a("--voc12_root", default=None, type=str,
+      help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets); default: the toy dataset")
+    a("--cls_labels", default=None, type=str,
+      help="image-level label CSV; default voc12/cls_labels.csv (toy: <root>/cls_labels.csv)")
+    a("--backbone_weights", default=None, type=str,
+      help="torchvision-format ResNet-50 ImageNet weights (.pth); default for the toy dataset: "
+           "the synthetic-data backbone, built and cached on first use")
+    a("--device", default="auto", type=str, help="auto, cpu or cuda")
+    a("--seed", default=0, type=int)
+    a("--overwrite", default=False, type=str2bool, help="redo outputs that already exist")
+    # Dataset
+    a("--train_list", default=None, type=str, help="default voc12/train_aug.txt")
+    a("--val_list", default=None, type=str, help="default voc12/val.txt")
+    a("--infer_list", default=None, type=str, help="default voc12/train.txt")
+    a("--chainer_eval_set", default="train", type=str)
+    # Class activation map
+    a("--cam_network", default="net.resnet50_cam", type=str)
+    a("--cam_crop_size", default=None, type=int, help="512 (VOC), 128 (toy)")
+    a("--cam_resize_long", default=None, type=int, nargs=2, help="320 640 (VOC), 96 160 (toy)")
+    a("--cam_batch_size", default=None, type=int, help="16")
+    a("--cam_num_epoches", default=None, type=int, help="5 (VOC), 6 (toy)")
+    a("--cam_learning_rate", default=0.1, type=float)
+    a("--cam_weight_decay", default=1e-4, type=float)
+    a("--poly_momentum", default=None, type=float,
+      help="SGD momentum of the poly optimiser; default: the reference quirk (= weight decay)")
+    a("--cam_eval_thres", default=0.25, type=float)
+    a("--cam_scales", default=(1.0, 0.5, 1.5, 2.0), type=float, nargs="+")
+    a("--infer_batch_size", default=None, type=int, help="equal-size images per forward pass")
+    a("--sweep_thres", default=[round(0.05 * i, 2) for i in range(1, 20)], type=float, nargs="+",
+      help="thresholds evaluated in the same pass as --cam_eval_thres")
+    # Mining inter-pixel relations
+    a("--conf_fg_thres", default=0.30, type=float)
+    a("--conf_bg_thres", default=0.05, type=float)
+    # Output paths
+    a("--log_name", default="sample_train_eval", type=str)
+    a("--cam_weights_name", default="sess/res50_cam.pth", type=str)
+    a("--cam_out_dir", default="result/cam", type=str)
+    a("--ir_label_out_dir", default="result/ir_label", type=str)
+    a("--metrics_file", default="result/metrics.jsonl", type=str)
+    # Step
+    for step in STEPS:
+        a(f"--{step}_pass", default=None, type=str2bool)
+    return p
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill dataset-dependent defaults; build the toy dataset and backbone when no root is given."""
+    toy = args.voc12_root is None
+    if toy:
+        from data.pretrain_backbone import ensure_pretrained_backbone
+        from data.toy_dataset import ensure_toy_dataset
+        args.voc12_root = str(ensure_toy_dataset(TOY_ROOT))
+        if args.backbone_weights is None:
+            args.backbone_weights = str(ensure_pretrained_backbone())
+    lists = Path(args.voc12_root) / "ImageSets" / "Segmentation" if toy else REPO / "voc12"
+    for flag, name in (("train_list", "train_aug"), ("val_list", "val"), ("infer_list", "train")):
+        if getattr(args, flag) is None:
+            setattr(args, flag, str(lists / f"{name}.txt"))
+    if args.cls_labels is None:
+        args.cls_labels = str(Path(args.voc12_root) / "cls_labels.csv" if toy
+                              else REPO / "voc12" / "cls_labels.csv")
+    for key, value in PROFILES["toy" if toy else "voc"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    passes = {s: getattr(args, f"{s}_pass") for s in STEPS}
+    run_all = all(v is None for v in passes.values())
+    for s in STEPS:
+        setattr(args, f"{s}_pass", run_all or bool(passes[s]))
+    return args
+
+
+def save_run_config(args: argparse.Namespace) -> None:
+    import numpy, torch
+    info = {"argv": sys.argv, "flags": vars(args), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": numpy.__version__,
+            "cuda": torch.cuda.is_available()}
+    out = Path(args.metrics_file).parent / "run_config.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(info, indent=1, default=str))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = resolve(build_parser().parse_args(argv))
+    from misc import dist, session
+    session.device(args)  # torchrun: set up the process group once, before any step
+    if dist.is_main():
+        save_run_config(args)
+    timings, results = {}, {}
+    for step in STEPS:
+        if getattr(args, f"{step}_pass"):
+            session.log(f"== {step}")
+            start = time.time()
+            results[step] = importlib.import_module(f"step.{step}").run(args)
+            timings[step] = time.time() - start
+    session.log("\n step                 seconds")
+    for step, sec in timings.items():
+        session.log(f" {step:<20} {sec:8.1f}")
+    return {"timings": timings, "results": results}
+
+
+if __name__ == "__main__":
+    main()

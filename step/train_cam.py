@@ -1,0 +1,81 @@
+"""train_cam: the ResNet-50 CAM classifier (spec §3.1).
+
+Multilabel soft-margin loss, poly SGD (lr x1 backbone / x10 head, the reference's momentum quirk
+by default), resize_long -> flip -> crop; per-epoch validation loss and mAP on val_list.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from misc import dist, session
+from misc.artifacts import append_metrics
+from misc.metrics import mean_average_precision
+from misc.optim import PolyOptimizer
+from misc.train import train
+from net.resnet50_cam import Net
+from voc12.dataloader import ClassificationDataset
+
+
+def classification_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    return F.multilabel_soft_margin_loss(model(batch["img"]), batch["label"])
+
+
+@torch.inference_mode()
+def validate(model: Net, dataset: ClassificationDataset, device: torch.device,
+             batch_size: int) -> dict:
+    """Mean loss and mAP over the validation list (top-left crop, no resize, no flip)."""
+    model.eval()
+    scores, labels = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        scores.append(model(batch["img"].to(device)).cpu())
+        labels.append(batch["label"])
+    scores, labels = torch.cat(scores), torch.cat(labels)
+    return {"loss": F.multilabel_soft_margin_loss(scores, labels).item(),
+            "mAP": mean_average_precision(scores.numpy(), labels.numpy())}
+
+
+def run(args: argparse.Namespace) -> dict:
+    root, labels = session.dataset(args)
+    device = session.device(args)
+    train_set = ClassificationDataset(
+        session.id_list(args.train_list), root, labels, args.train_list, args.cam_crop_size,
+        resize_long=tuple(args.cam_resize_long), seed=args.seed)
+    val_set = ClassificationDataset(
+        session.id_list(args.val_list), root, labels, args.val_list, args.cam_crop_size,
+        resize_long=None, hor_flip=False, crop_method="top_left")
+    torch.manual_seed(args.seed)
+    model = Net(labels.n_classes, args.backbone_weights)
+    for p in list(model.stage1.parameters()) + list(model.stage2.parameters()):
+        p.requires_grad_(False)  # detached in forward: no gradient reaches them (spec §3.1)
+    backbone, head = model.param_groups()
+
+    def make_optimizer(max_step: int) -> PolyOptimizer:
+        groups = [{"params": backbone, "lr": args.cam_learning_rate, "weight_decay": args.cam_weight_decay},
+                  {"params": head, "lr": 10 * args.cam_learning_rate, "weight_decay": args.cam_weight_decay}]
+        return PolyOptimizer(groups, args.cam_learning_rate, args.cam_weight_decay, max_step,
+                             momentum=args.poly_momentum)
+
+    history = []
+
+    def end_of_epoch(net: Net, epoch: int) -> None:
+        if dist.is_main():
+            history.append(validate(net, val_set, device, args.cam_batch_size))
+            session.log(f"train_cam: epoch {epoch + 1} val loss {history[-1]['loss']:.4f} "
+                        f"mAP {100 * history[-1]['mAP']:.1f}")
+
+    result = train(model, classification_loss, train_set, args.cam_batch_size, args.cam_num_epoches,
+                   make_optimizer, device, args.cam_weights_name, num_workers=args.num_workers,
+                   seed=args.seed, desc="train_cam", end_of_epoch=end_of_epoch)
+    summary = {"step": "train_cam", "split": "val", "seconds": round(result.seconds, 1),
+               "final_train_loss": float(np.mean(result.losses[-max(1, len(result.losses) // 10):]))}
+    if history:
+        summary.update(val_loss=history[-1]["loss"], mAP=100 * history[-1]["mAP"])
+    if dist.is_main():
+        append_metrics(args.metrics_file, summary)
+        session.log(f"train_cam: wrote {args.cam_weights_name} in {result.seconds:.0f} s")
+    return {**summary, "losses": result.losses}
