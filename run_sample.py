@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--voc12_root", default=None, type=str,
       help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets); default: the toy dataset")
     a("--cls_labels", default=None, type=str,
-      help="image-level label CSV; default voc12/cls_labels.csv (toy: <root>/cls_labels.csv)")
+      help="image-level label CSV; default <voc12_root>/cls_labels.csv if present, "
+           "else voc12/cls_labels.csv")
     a("--backbone_weights", default=None, type=str,
       help="torchvision-format ResNet-50 ImageNet weights (.pth); default for the toy dataset: "
            "the synthetic-data backbone, built and cached on first use")
@@ -103,9 +104,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     for flag, name in (("train_list", "train_aug"), ("val_list", "val"), ("infer_list", "train")):
         if getattr(args, flag) is None:
             setattr(args, flag, str(lists / f"{name}.txt"))
-    if args.cls_labels is None:
-        args.cls_labels = str(Path(args.voc12_root) / "cls_labels.csv" if toy
-                              else REPO / "voc12" / "cls_labels.csv")
+    if args.cls_labels is None:  # a root may carry its own labels (the toy dataset does)
+        own = Path(args.voc12_root) / "cls_labels.csv"
+        args.cls_labels = str(own if own.is_file() else REPO / "voc12" / "cls_labels.csv")
     for key, value in PROFILES["toy" if toy else "voc"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -202,3 +202,17 @@ def evaluate_maps(ids: Sequence[str], map_dir: str | Path, gt_dir: str | Path, n
     for p in parts[1:]:
         parts[0].merge(p)
     return parts[0]
+
+
+def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over classes (with at least one positive) of the average precision of multi-label
+    scores (N, C) against 0/1 labels (N, C); ties ranked pessimistically."""
+    aps = []
+    for s, y in zip(scores.T, labels.T):
+        if y.sum() == 0:
+            continue
+        order = np.lexsort((y, -s))  # by score descending; among ties negatives first
+        hits = y[order] > 0
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(precision[hits].mean())
+    return float(np.mean(aps)) if aps else float("nan")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from misc import dist, session
 from misc.artifacts import append_metrics
 from misc.metrics import evaluate_maps, summary
@@ -37,6 +35,6 @@ def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background
     append_metrics(args.metrics_file, record)
     session.log(f"{step}: mIoU {100 * at_ref['miou']:.2f} at threshold {args.cam_eval_thres}; "
                 f"best {100 * best_miou:.2f} at {best_t:.2f}")
-    session.log("  per class: " + ", ".join(f"{n} {100 * v:.1f}" if np.isfinite(v) else f"{n} -"
+    session.log("  per class: " + ", ".join(f"{n} {100 * v:.1f}" if v is not None else f"{n} -"
                                            for n, v in at_ref["iou"].items()))
     return record

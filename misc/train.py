@@ -75,6 +75,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
             model.train()
     if dist.is_main():
         save_checkpoint(out_path, model.state_dict())
+        curve = Path(out_path).with_suffix(".losses.csv")  # the loss curve, for plots and tests
+        curve.write_text("step,loss\n" + "".join(f"{i},{v!r}\n" for i, v in enumerate(result.losses)))
     dist.barrier()
     result.seconds = time.time() - start
     return result

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny VOC-layout dataset and fast CPU settings."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+torch.set_num_threads(2)
+
+
+def write_fake_voc(root: Path, sizes: list[tuple[int, int]], n_classes: int = 3) -> list[str]:
+    """A VOC-layout root with blocky images whose GT is derived from the red channel
+    (red block -> class 1), lists and cls_labels.csv. Returns the ids."""
+    rng = np.random.default_rng(0)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    ids, rows = [], []
+    for i, (h, w) in enumerate(sizes):
+        img_id = f"img_{i:03d}"
+        img = np.zeros((h, w, 3), np.uint8)
+        img[..., 2] = 80
+        y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        img[y0:y0 + h // 2, x0:x0 + w // 3, 0] = 255
+        gt = (img[..., 0] > 128).astype(np.uint8)
+        Image.fromarray(img).save(root / "JPEGImages" / f"{img_id}.jpg", quality=100)
+        Image.fromarray(gt).save(root / "SegmentationClass" / f"{img_id}.png")
+        ids.append(img_id)
+        rows.append(f"{img_id}," + ",".join(["1"] + ["0"] * (n_classes - 1)))
+    names = [f"class{c}" for c in range(n_classes)]
+    (root / "cls_labels.csv").write_text("image_id," + ",".join(names) + "\n" + "\n".join(rows) + "\n")
+    for split in ("train_aug", "train", "val"):
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return ids
+
+
+@pytest.fixture
+def fake_voc(tmp_path: Path) -> Path:
+    root = tmp_path / "voc"
+    write_fake_voc(root, [(48, 64), (48, 64), (40, 56), (64, 48)])
+    return root
