@@ -21,14 +21,17 @@ REPO = Path(__file__).resolve().parent
 TOY_ROOT = REPO / "data" / "toy"
 
 # name -> module; pipeline order
-STEPS = ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label"]
+STEPS = ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label",
+         "train_amn", "make_amn_cam", "eval_amn_cam", "amn_cam_to_ir_label"]
 
 # Size flags whose default depends on the dataset (VOC values are the reference's).
 PROFILES = {
     "voc": dict(cam_crop_size=512, cam_resize_long=(320, 640), cam_batch_size=16,
-                cam_num_epoches=5, infer_batch_size=8),
+                cam_num_epoches=5, infer_batch_size=8, amn_crop_size=512, amn_batch_size=16,
+                amn_num_epoches=5),
     "toy": dict(cam_crop_size=128, cam_resize_long=(96, 160), cam_batch_size=16,
-                cam_num_epoches=6, infer_batch_size=8),
+                cam_num_epoches=6, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
+                amn_num_epoches=5),
 }
 
 
@@ -76,14 +79,37 @@ def build_parser() -> argparse.ArgumentParser:
     a("--infer_batch_size", default=None, type=int, help="equal-size images per forward pass")
     a("--sweep_thres", default=[round(0.05 * i, 2) for i in range(1, 20)], type=float, nargs="+",
       help="thresholds evaluated in the same pass as --cam_eval_thres")
+    # AMN
+    a("--amn_network", default="net.resnet50_amn", type=str)
+    a("--amn_crop_size", default=None, type=int, help="512 (VOC), 128 (toy)")
+    a("--amn_batch_size", default=None, type=int, help="16")
+    a("--amn_num_epoches", default=None, type=int, help="5")
+    a("--amn_rescale", default=(0.5, 1.5), type=float, nargs=2)
+    a("--amn_learning_rate", default=5e-6, type=float, help="Adam lr of the backbone")
+    a("--amn_head_learning_rate", default=1e-4, type=float,
+      help="Adam lr of the label encoder and the ASPP classifier")
+    a("--amn_weight_decay", default=1e-4, type=float)
+    a("--eps", default=0.4, type=float, help="label smoothing of the per-pixel loss")
+    a("--amn_monitor", default=False, type=str2bool,
+      help="after each epoch, single-scale mIoU on --chainer_eval_set (the reference always does)")
+    a("--amn_deterministic", default=False, type=str2bool,
+      help="turn dropout off at AMN inference (the reference leaves it on: spec Q1)")
     # Mining inter-pixel relations
-    a("--conf_fg_thres", default=0.30, type=float)
-    a("--conf_bg_thres", default=0.05, type=float)
+    a("--conf_fg_thres", default=None, type=float,
+      help="when given, overrides the fg threshold of the IR-label step(s) run in this call")
+    a("--conf_bg_thres", default=None, type=float, help="likewise for the bg threshold")
+    a("--cam_conf_fg_thres", default=0.30, type=float, help="cam_to_ir_label (the script's 0.30)")
+    a("--cam_conf_bg_thres", default=0.05, type=float, help="cam_to_ir_label (the script's 0.05)")
+    a("--amn_conf_fg_thres", default=0.45, type=float, help="amn_cam_to_ir_label")
+    a("--amn_conf_bg_thres", default=0.15, type=float, help="amn_cam_to_ir_label")
     # Output paths
     a("--log_name", default="sample_train_eval", type=str)
     a("--cam_weights_name", default="sess/res50_cam.pth", type=str)
     a("--cam_out_dir", default="result/cam", type=str)
     a("--ir_label_out_dir", default="result/ir_label", type=str)
+    a("--amn_weights_name", default="sess/res50_amn.pth", type=str)
+    a("--amn_cam_out_dir", default="result/amn_cam", type=str)
+    a("--amn_ir_label_out_dir", default="result/amn_ir_label", type=str)
     a("--metrics_file", default="result/metrics.jsonl", type=str)
     # Step
     for step in STEPS:
@@ -110,6 +136,11 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     for key, value in PROFILES["toy" if toy else "voc"].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    for kind in ("fg", "bg"):  # the reference's shared flags override the per-step values
+        if getattr(args, f"conf_{kind}_thres") is not None:
+            for step in ("cam", "amn"):
+                if hasattr(args, f"{step}_conf_{kind}_thres"):
+                    setattr(args, f"{step}_conf_{kind}_thres", getattr(args, f"conf_{kind}_thres"))
     passes = {s: getattr(args, f"{s}_pass") for s in STEPS}
     run_all = all(v is None for v in passes.values())
     for s in STEPS:

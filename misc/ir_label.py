@@ -74,3 +74,18 @@ def make_ir_labels(ids: Sequence[str], map_dir: str | Path, image_dir: str | Pat
         bar.close()
     return {"written": len(jobs), "skipped": skipped,
             "seconds": round(time.perf_counter() - start, 3)}
+
+
+def run_ir_label_step(args, map_dir: str | Path, out_dir: str | Path, fg_thres: float,
+                      bg_thres: float, drop_background_channel: bool, step: str) -> dict:
+    """cam_to_ir_label / amn_cam_to_ir_label: this rank's share of the train list."""
+    from misc import dist, session
+    root, _ = session.dataset(args)
+    ids = dist.shard(session.id_list(args.train_list))
+    stats = make_ir_labels(ids, map_dir, root.root / "JPEGImages", out_dir, fg_thres, bg_thres,
+                           drop_background_channel, num_workers=args.num_workers,
+                           overwrite=args.overwrite)
+    session.log(f"{step}: {stats['written']} labels written, {stats['skipped']} already done, "
+                f"{stats['seconds']:.0f} s (fg {fg_thres}, bg {bg_thres}) -> {out_dir}")
+    dist.barrier()
+    return stats

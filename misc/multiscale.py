@@ -18,13 +18,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from misc import dist
-from misc.artifacts import save_maps
+from misc.artifacts import load_png, save_maps
+from misc.imutils import pil_resize
 from voc12.dataloader import MultiScaleDataset
 
 # forward(x (2B,3,h,w) normalised, labels (2B,C)) -> (2B, C', h', w') scores or logits
 ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# merge(per-scale flip-merged outputs [(C', h_s', w_s')], label (C,), (H, W)) -> (keys, cam, high_res)
-MergeFn = Callable[[list, torch.Tensor, tuple], tuple]
+# merge(per-scale flip-merged outputs [(C', h_s', w_s')], label (C,), (H, W), image id)
+#   -> (keys, cam, high_res)
+MergeFn = Callable[[list, torch.Tensor, tuple, str], tuple]
 
 
 def size_buckets(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
@@ -77,7 +79,7 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
             outs = [flip_views_forward(forward, x.to(device, non_blocking=True), labels, reduce)
                     for x in batch["imgs"]]
             for b, name in enumerate(batch["name"]):
-                keys, cam, high_res = merge([o[b] for o in outs], labels[b], batch["size"])
+                keys, cam, high_res = merge([o[b] for o in outs], labels[b], batch["size"], name)
                 save_maps(out_dir / f"{name}.npz", keys.cpu().numpy(), cam.cpu().numpy(),
                           high_res.cpu().numpy())
     n_done = len(todo)
@@ -85,15 +87,45 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
             "seconds": time.time() - start}
 
 
-def cam_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int]):
+def strided_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    return (size[0] - 1) // stride + 1, (size[1] - 1) // stride + 1
+
+
+def present_keys(label: torch.Tensor) -> torch.Tensor:
+    """0-based indices of the classes present in a (C,) multi-hot label."""
+    return torch.nonzero(label)[:, 0]
+
+
+def cam_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int], _name=None):
     """make_cam's merge: sum of scales at stride 4 and at full size (via the 16-multiple size,
     then cropped), keep present classes, divide each by its max + 1e-5.
 
     outs: [(C, h_s, w_s)] >= 0; returns keys (K,) 0-based, cam (K, h4, w4), high_res (K, H, W)
     in [0, 1)."""
     h, w = size
-    keys = torch.nonzero(label)[:, 0]
-    strided = resize_sum(outs, ((h - 1) // 4 + 1, (w - 1) // 4 + 1))[keys]
-    high = resize_sum(outs, (((h - 1) // 16 + 1) * 16, ((w - 1) // 16 + 1) * 16))[keys, :h, :w]
+    keys = present_keys(label)
+    strided = resize_sum(outs, strided_size(size, 4))[keys]
+    up = tuple(16 * n for n in strided_size(size, 16))
+    high = resize_sum(outs, up)[keys, :h, :w]
     norm = lambda m: m / (m.amax(dim=(1, 2), keepdim=True) + 1e-5)
     return keys, norm(strided), norm(high)
+
+
+def amn_merge(ir_label_dir: str | Path) -> MergeFn:
+    """make_amn_cam's merge (spec §3.6): mean of the scales' logits at stride 4 and straight at
+    full size, softmax, keep [background, present classes], min-max per channel, and keep the
+    raw probability where the CAM IR label (PIL-nearest resized) is confident background.
+
+    Returns keys (K,), cam (K+1, h4, w4), high_res (K+1, H, W), background first, in [0, 1]."""
+    def merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int], name: str):
+        keys = present_keys(label)
+        keep = torch.cat([keys.new_zeros(1), keys + 1])
+        ir_label = load_png(Path(ir_label_dir) / f"{name}.png")
+        maps = []
+        for out_size in (strided_size(size, 4), tuple(size)):
+            prob = F.softmax(resize_sum(outs, out_size) / len(outs), dim=0)[keep]
+            lo, hi = prob.amin(dim=(1, 2), keepdim=True), prob.amax(dim=(1, 2), keepdim=True)
+            confident_bg = torch.from_numpy(pil_resize(ir_label, out_size, 0) == 0).to(prob.device)
+            maps.append(torch.where(confident_bg, prob, (prob - lo) / (hi - lo + 1e-5)))
+        return keys, maps[0], maps[1]
+    return merge

@@ -25,7 +25,11 @@ def flags(root, out, weights):
             "--cam_num_epoches", "1", "--cam_scales", "1.0", "0.5",
             "--cam_weights_name", str(out / "sess" / "res50_cam.pth"),
             "--cam_out_dir", str(out / "cam"), "--ir_label_out_dir", str(out / "ir_label"),
-            "--metrics_file", str(out / "metrics.jsonl")]
+            "--metrics_file", str(out / "metrics.jsonl"),
+            "--amn_crop_size", "64", "--amn_batch_size", "8", "--amn_num_epoches", "1",
+            "--amn_weights_name", str(out / "sess" / "res50_amn.pth"),
+            "--amn_cam_out_dir", str(out / "amn_cam"), "--amn_ir_label_out_dir",
+            str(out / "amn_ir_label")]
 
 
 def test_cam_stage_end_to_end(tiny_toy, tmp_path):
@@ -33,7 +37,9 @@ def test_cam_stage_end_to_end(tiny_toy, tmp_path):
     torch.manual_seed(0)
     torch.save(ResNet50(num_classes=10).state_dict(), weights)
     out = run_sample.main(flags(tiny_toy, tmp_path, weights))
-    assert list(out["timings"]) == ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label"]
+    assert list(out["timings"]) == ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label",
+                                    "train_amn", "make_amn_cam", "eval_amn_cam",
+                                    "amn_cam_to_ir_label"]
 
     ids = (tiny_toy / "ImageSets/Segmentation/train_aug.txt").read_text().split()
     n_classes = len((tiny_toy / "class_names.txt").read_text().split())
@@ -45,10 +51,18 @@ def test_cam_stage_end_to_end(tiny_toy, tmp_path):
         assert 0 <= maps["high_res"].min() and maps["high_res"].max() < 1
         allowed = {0, 255} | {int(k) + 1 for k in maps["keys"]}
         assert set(np.unique(ir)) <= allowed
+        amn = load_maps(tmp_path / "amn_cam" / f"{i}.npz")
+        np.testing.assert_array_equal(amn["keys"], maps["keys"])
+        assert amn["high_res"].shape == (len(maps["keys"]) + 1,) + ir.shape  # background first
+        assert amn["cam"].shape == (len(maps["keys"]) + 1,) + maps["cam"].shape[1:]
+        assert 0 <= amn["high_res"].min() and amn["high_res"].max() <= 1
+        assert set(np.unique(load_png(tmp_path / "amn_ir_label" / f"{i}.png"))) <= allowed
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    ev = next(r for r in records if r["step"] == "eval_cam")
-    assert 0 <= ev["miou"] <= 1 and len(ev["iou"]) == n_classes + 1
-    assert len(ev["sweep"]) == 19 and max(ev["sweep"].values()) == pytest.approx(ev["best_miou"], abs=1e-4)
+    for step in ("eval_cam", "eval_amn_cam"):
+        ev = next(r for r in records if r["step"] == step)
+        assert 0 <= ev["miou"] <= 1 and len(ev["iou"]) == n_classes + 1
+        assert len(ev["sweep"]) == 19
+        assert max(ev["sweep"].values()) == pytest.approx(ev["best_miou"], abs=1e-4)
     assert (tmp_path / "run_config.json").is_file()
 
     # a rerun of the inference steps skips finished images and changes nothing

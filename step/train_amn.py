@@ -1,0 +1,89 @@
+"""train_amn: the Activation Manipulation Network on the CAM IR labels (spec §3.5).
+
+Per-pixel classification with label smoothing (--eps) and fg/bg balanced means, Adam with the
+backbone at 5e-6 and the new layers at 1e-4 (weight decay 1e-4, no schedule), random rescale ->
+flip -> crop. Labels are downsampled to the logit size on the device with PIL NEAREST's pixels.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from misc import dist, session
+from misc.artifacts import append_metrics, load_png
+from misc.losses import balanced_smoothed_ce, downsample_labels
+from misc.metrics import confusion_matrix, summary
+from misc.seed_eval import eval_ids
+from misc.train import train
+from net.resnet50_amn import Net
+from voc12.dataloader import MultiScaleDataset, SegmentationDataset
+
+
+def amn_loss(eps: float):
+    def loss_fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        logits = model(batch["img"], batch["label_cls"])
+        label = downsample_labels(batch["label"], logits.shape[-2:])
+        return balanced_smoothed_ce(logits, label, eps)
+    return loss_fn
+
+
+@torch.inference_mode()
+def monitor_miou(model: Net, args: argparse.Namespace, device: torch.device) -> float:
+    """The reference's per-epoch check: single scale, no flip, full size, argmax over
+    background + present classes, mIoU against the GT of the evaluation split."""
+    root, labels = session.dataset(args)
+    ids = eval_ids(args)
+    dataset = MultiScaleDataset(ids, root, labels, args.chainer_eval_set, (1.0,))
+    model.eval()
+    model.set_inference_dropout(not args.amn_deterministic)
+    n = labels.n_classes + 1
+    conf = np.zeros((n, n), np.int64)
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        h, w = sample["size"]
+        label = sample["label"].to(device)
+        logits = model(sample["imgs"][0][None].to(device), label[None])
+        up = F.interpolate(logits, (16 * logits.shape[2], 16 * logits.shape[3]), mode="bilinear",
+                           align_corners=False)[0, :, :h, :w]
+        keys = torch.cat([label.new_zeros(1, dtype=torch.long), torch.nonzero(label)[:, 0] + 1])
+        pred = keys[F.softmax(up, dim=0)[keys].argmax(0)].cpu().numpy()
+        conf += confusion_matrix(pred, load_png(root.gt_dir() / f"{ids[i]}.png"), n)
+    return summary(conf, ("background",) + labels.names)["miou"]
+
+
+def run(args: argparse.Namespace) -> dict:
+    root, labels = session.dataset(args)
+    device = session.device(args)
+    dataset = SegmentationDataset(session.id_list(args.train_list), root, labels, args.train_list,
+                                  args.ir_label_out_dir, args.amn_crop_size,
+                                  rescale=tuple(args.amn_rescale), seed=args.seed)
+    torch.manual_seed(args.seed)
+    model = Net(labels.n_classes, args.backbone_weights)
+    backbone, new = model.param_groups()
+
+    def make_optimizer(_max_step: int) -> torch.optim.Adam:
+        return torch.optim.Adam([{"params": backbone, "lr": args.amn_learning_rate},
+                                 {"params": new, "lr": args.amn_head_learning_rate}],
+                                lr=args.amn_learning_rate, weight_decay=args.amn_weight_decay)
+
+    history = []
+
+    def end_of_epoch(net: Net, epoch: int) -> None:
+        if args.amn_monitor and dist.is_main():
+            history.append(monitor_miou(net, args, device))
+            session.log(f"train_amn: epoch {epoch + 1} {args.chainer_eval_set} mIoU "
+                        f"{100 * history[-1]:.2f}")
+
+    result = train(model, amn_loss(args.eps), dataset, args.amn_batch_size, args.amn_num_epoches,
+                   make_optimizer, device, args.amn_weights_name, num_workers=args.num_workers,
+                   seed=args.seed, desc="train_amn", end_of_epoch=end_of_epoch)
+    record = {"step": "train_amn", "seconds": round(result.seconds, 1),
+              "final_train_loss": float(np.mean(result.losses[-max(1, len(result.losses) // 10):])),
+              "monitor_miou": history}
+    if dist.is_main():
+        append_metrics(args.metrics_file, record)
+        session.log(f"train_amn: wrote {args.amn_weights_name} in {result.seconds:.0f} s")
+    return {**record, "losses": result.losses}
