@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="Adam lr of the label encoder and the ASPP classifier")
     a("--amn_weight_decay", default=1e-4, type=float)
     a("--eps", default=0.4, type=float, help="label smoothing of the per-pixel loss")
+    a("--amn_dropout", default=0.1, type=float, help="dropout before the ASPP classifier")
     a("--amn_monitor", default=False, type=str2bool,
       help="after each epoch, single-scale mIoU on --chainer_eval_set (the reference always does)")
     a("--amn_deterministic", default=False, type=str2bool,

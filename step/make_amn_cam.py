@@ -17,7 +17,7 @@ from voc12.dataloader import MultiScaleDataset
 def run(args: argparse.Namespace) -> dict:
     root, labels = session.dataset(args)
     device = session.device(args)
-    model = Net(labels.n_classes)
+    model = Net(labels.n_classes, dropout=args.amn_dropout)
     load_checkpoint(model, args.amn_weights_name, made_by="train_amn (--train_amn_pass True)")
     model.to(device).eval()
     model.set_inference_dropout(not args.amn_deterministic)

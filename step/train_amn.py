@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
                                   args.ir_label_out_dir, args.amn_crop_size,
                                   rescale=tuple(args.amn_rescale), seed=args.seed)
     torch.manual_seed(args.seed)
-    model = Net(labels.n_classes, args.backbone_weights)
+    model = Net(labels.n_classes, args.backbone_weights, dropout=args.amn_dropout)
     backbone, new = model.param_groups()
 
     def make_optimizer(_max_step: int) -> torch.optim.Adam:

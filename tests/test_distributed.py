@@ -1,0 +1,58 @@
+"""Training under torchrun: two gloo processes give the one-process losses (same global batch)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from net.resnet50 import ResNet50
+from tests.conftest import REPO, write_fake_voc
+
+STEP_FLAGS = {
+    "cam": ["--train_cam_pass", "True", "--cam_crop_size", "32", "--cam_resize_long", "32", "48",
+            "--cam_batch_size", "4", "--cam_num_epoches", "1"],
+    # IR labels: the GT masks stand in; fg/bg pixel counts differ between the ranks' halves
+    "amn": ["--train_amn_pass", "True", "--amn_crop_size", "32", "--amn_batch_size", "4",
+            "--amn_num_epoches", "1", "--amn_head_learning_rate", "1e-2",
+            "--amn_dropout", "0"],  # dropout masks depend on how the batch is split
+}
+
+
+def _run(tmp: Path, root: Path, weights: Path, step: str, nproc: int):
+    out = tmp / f"{step}{nproc}"
+    lst = str(root / "ImageSets/Segmentation/train_aug.txt")
+    flags = ["run_sample.py", "--voc12_root", str(root), "--train_list", lst, "--val_list", lst,
+             "--backbone_weights", str(weights), "--num_workers", "0", "--device", "cpu",
+             "--ir_label_out_dir", str(root / "SegmentationClass"),
+             f"--{step}_weights_name", str(out / "net.pth"),
+             "--metrics_file", str(out / "m.jsonl")] + STEP_FLAGS[step]
+    launcher = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(launcher + flags, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = np.loadtxt(out / "net.losses.csv", delimiter=",", skiprows=1)
+    return curve[:, 1], torch.load(out / "net.pth", weights_only=True)
+
+
+@pytest.mark.parametrize("step", ["cam", "amn"])
+def test_two_process_gloo_matches_one_process(tmp_path, step):
+    root = tmp_path / "voc"
+    write_fake_voc(root, [(40, 48)] * 4 + [(48, 40)] * 4)
+    weights = tmp_path / "r50.pth"
+    torch.manual_seed(0)
+    torch.save(ResNet50(num_classes=10).state_dict(), weights)
+    loss1, state1 = _run(tmp_path, root, weights, step, 1)
+    loss2, state2 = _run(tmp_path, root, weights, step, 2)
+    assert len(loss1) == len(loss2) == 2
+    np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
+    head = "classifier.weight" if step == "cam" else "classifier.1.c0.weight"
+    torch.testing.assert_close(state1[head], state2[head], rtol=1e-4, atol=1e-6)
+    init = torch.load(weights, weights_only=True)
+    assert not torch.allclose(state1["stage4.0.2.conv3.weight"], init["layer4.2.conv3.weight"])
+    if step == "cam":  # stage 2 is detached in the CAM network: untouched
+        assert torch.equal(state1["stage2.0.0.conv1.weight"], init["layer2.0.conv1.weight"])
