@@ -127,6 +127,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.voc12_root = str(ensure_toy_dataset(TOY_ROOT))
         if args.backbone_weights is None:
             args.backbone_weights = str(ensure_pretrained_backbone())
+    from voc12.dataloader import VOCRoot
+    VOCRoot(Path(args.voc12_root))  # fail fast, before anything is written
     lists = Path(args.voc12_root) / "ImageSets" / "Segmentation" if toy else REPO / "voc12"
     for flag, name in (("train_list", "train_aug"), ("val_list", "val"), ("infer_list", "train")):
         if getattr(args, flag) is None:
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     session.device(args)  # torchrun: set up the process group once, before any step
     if dist.is_main():
         save_run_config(args)
+        session.tee_stdout(f"{args.log_name}.log")
+        session.log(" ".join(sys.argv))
     timings, results = {}, {}
     for step in STEPS:
         if getattr(args, f"{step}_pass"):

@@ -30,8 +30,31 @@ def device(args: argparse.Namespace) -> torch.device:
     return dist.init_distributed(getattr(args, "device", "auto"))
 
 
+class _Tee:
+    """Writes to the terminal and to a log file (the reference's --log_name behaviour)."""
+
+    def __init__(self, stream, path: Path):
+        self.stream, self.file = stream, open(path, "a", buffering=1)
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.file.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def tee_stdout(path: str | Path) -> None:
+    """Copy everything printed on the main process to `path` (appending)."""
+    if dist.is_main() and not isinstance(sys.stdout, _Tee):
+        sys.stdout = _Tee(sys.stdout, Path(path))
+
+
 def log(*msg) -> None:
     """Print on the main process only, flushed (stdout is often tee'd)."""
     if dist.is_main():
         print(*msg, flush=True)
-        sys.stdout.flush()

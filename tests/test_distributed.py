@@ -28,7 +28,7 @@ def _run(tmp: Path, root: Path, weights: Path, step: str, nproc: int):
              "--backbone_weights", str(weights), "--num_workers", "0", "--device", "cpu",
              "--ir_label_out_dir", str(root / "SegmentationClass"),
              f"--{step}_weights_name", str(out / "net.pth"),
-             "--metrics_file", str(out / "m.jsonl")] + STEP_FLAGS[step]
+             "--metrics_file", str(out / "m.jsonl"), "--log_name", str(out / "run")] + STEP_FLAGS[step]
     launcher = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -25,7 +25,7 @@ def flags(root, out, weights):
             "--cam_num_epoches", "1", "--cam_scales", "1.0", "0.5",
             "--cam_weights_name", str(out / "sess" / "res50_cam.pth"),
             "--cam_out_dir", str(out / "cam"), "--ir_label_out_dir", str(out / "ir_label"),
-            "--metrics_file", str(out / "metrics.jsonl"),
+            "--metrics_file", str(out / "metrics.jsonl"), "--log_name", str(out / "run"),
             "--amn_crop_size", "64", "--amn_batch_size", "8", "--amn_num_epoches", "1",
             "--amn_weights_name", str(out / "sess" / "res50_amn.pth"),
             "--amn_cam_out_dir", str(out / "amn_cam"), "--amn_ir_label_out_dir",
