@@ -216,3 +216,21 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
         precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
         aps.append(precision[hits].mean())
     return float(np.mean(aps)) if aps else float("nan")
+
+
+def evaluate_label_pngs(ids: Sequence[str], pred_dir: str | Path, gt_dir: str | Path,
+                        n_classes: int, ignore_pred: int | None = None) -> tuple[np.ndarray, float]:
+    """Confusion of label PNGs `pred_dir/<id>.png` against `gt_dir/<id>.png`, and coverage
+    (share of GT-valid pixels whose prediction is not `ignore_pred`; 1.0 without holes).
+    Used by eval_sem_seg and to score IR labels (ignore_pred=255)."""
+    conf = np.zeros((n_classes, n_classes), np.int64)
+    covered = total = 0
+    for i in tqdm(list(ids), desc=f"eval {Path(pred_dir).name}", unit="img", disable=None):
+        pred, gt = load_png(Path(pred_dir) / f"{i}.png"), load_png(Path(gt_dir) / f"{i}.png")
+        if pred.shape != gt.shape:
+            raise ValueError(f"image {i}: prediction {pred.shape} and GT {gt.shape} differ in size")
+        conf += confusion_matrix(pred, gt, n_classes, ignore_pred)
+        valid = gt != 255
+        total += int(valid.sum())
+        covered += int((valid & (pred != ignore_pred)).sum()) if ignore_pred is not None else int(valid.sum())
+    return conf, covered / max(total, 1)
