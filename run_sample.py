@@ -20,18 +20,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 TOY_ROOT = REPO / "data" / "toy"
 
-# name -> module; pipeline order
-STEPS = ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label",
-         "train_amn", "make_amn_cam", "eval_amn_cam", "amn_cam_to_ir_label"]
+# pass flag name -> step module, in pipeline order
+STEPS = {"train_cam": "train_cam", "make_cam": "make_cam", "eval_cam": "eval_cam",
+         "cam_to_ir_label": "cam_to_ir_label", "train_amn": "train_amn",
+         "make_amn_cam": "make_amn_cam", "eval_amn_cam": "eval_amn_cam",
+         "amn_cam_to_ir_label": "amn_cam_to_ir_label", "train_irn": "train_irn",
+         "make_sem_seg": "make_sem_seg_labels", "eval_sem_seg": "eval_sem_seg"}
 
 # Size flags whose default depends on the dataset (VOC values are the reference's).
 PROFILES = {
     "voc": dict(cam_crop_size=512, cam_resize_long=(320, 640), cam_batch_size=16,
                 cam_num_epoches=5, infer_batch_size=8, amn_crop_size=512, amn_batch_size=16,
-                amn_num_epoches=5),
+                amn_num_epoches=5, irn_crop_size=512, irn_batch_size=32, irn_num_epoches=3),
     "toy": dict(cam_crop_size=128, cam_resize_long=(96, 160), cam_batch_size=16,
                 cam_num_epoches=6, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
-                amn_num_epoches=5),
+                amn_num_epoches=5, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=3),
 }
 
 
@@ -103,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cam_conf_bg_thres", default=0.05, type=float, help="cam_to_ir_label (the script's 0.05)")
     a("--amn_conf_fg_thres", default=0.45, type=float, help="amn_cam_to_ir_label")
     a("--amn_conf_bg_thres", default=0.15, type=float, help="amn_cam_to_ir_label")
+    # Inter-pixel relation network (IRNet)
+    a("--irn_network", default="net.resnet50_irn", type=str)
+    a("--irn_crop_size", default=None, type=int, help="512 (VOC), 128 (toy); also the padding "
+      "size of IRN inference")
+    a("--irn_batch_size", default=None, type=int, help="32 (VOC), 16 (toy)")
+    a("--irn_num_epoches", default=None, type=int, help="3")
+    a("--irn_learning_rate", default=0.1, type=float)
+    a("--irn_weight_decay", default=1e-4, type=float)
+    # Random walk (typed, unlike the reference: spec Q13)
+    a("--beta", default=10.0, type=float)
+    a("--exp_times", default=8, type=int, help="the walk takes 2^exp_times steps")
+    a("--sem_seg_power", default=1.3, type=float, help="power on the AMN seeds before the walk")
+    a("--sem_seg_bg_thres", default=0.25, type=float)
     # Output paths
     a("--log_name", default="sample_train_eval", type=str)
     a("--cam_weights_name", default="sess/res50_cam.pth", type=str)
@@ -111,10 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--amn_weights_name", default="sess/res50_amn.pth", type=str)
     a("--amn_cam_out_dir", default="result/amn_cam", type=str)
     a("--amn_ir_label_out_dir", default="result/amn_ir_label", type=str)
+    a("--irn_weights_name", default="sess/res50_irn.pth", type=str)
+    a("--sem_seg_out_dir", default="result/sem_seg", type=str)
     a("--metrics_file", default="result/metrics.jsonl", type=str)
     # Step
-    for step in STEPS:
-        a(f"--{step}_pass", default=None, type=str2bool)
+    for name in STEPS:
+        a(f"--{name}_pass", default=None, type=str2bool)
     return p
 
 
@@ -144,10 +162,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
             for step in ("cam", "amn"):
                 if hasattr(args, f"{step}_conf_{kind}_thres"):
                     setattr(args, f"{step}_conf_{kind}_thres", getattr(args, f"conf_{kind}_thres"))
-    passes = {s: getattr(args, f"{s}_pass") for s in STEPS}
+    passes = {name: getattr(args, f"{name}_pass") for name in STEPS}
     run_all = all(v is None for v in passes.values())
-    for s in STEPS:
-        setattr(args, f"{s}_pass", run_all or bool(passes[s]))
+    for name in STEPS:
+        setattr(args, f"{name}_pass", run_all or bool(passes[name]))
     return args
 
 
@@ -170,12 +188,12 @@ def main(argv: list[str] | None = None) -> dict:
         session.tee_stdout(f"{args.log_name}.log")
         session.log(" ".join(sys.argv))
     timings, results = {}, {}
-    for step in STEPS:
-        if getattr(args, f"{step}_pass"):
-            session.log(f"== {step}")
+    for name, module in STEPS.items():
+        if getattr(args, f"{name}_pass"):
+            session.log(f"== {module}")
             start = time.time()
-            results[step] = importlib.import_module(f"step.{step}").run(args)
-            timings[step] = time.time() - start
+            results[module] = importlib.import_module(f"step.{module}").run(args)
+            timings[module] = time.time() - start
     session.log("\n step                 seconds")
     for step, sec in timings.items():
         session.log(f" {step:<20} {sec:8.1f}")

@@ -99,8 +99,11 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor]) ->
         torch.save(dict(state_dict), tmp)
 
 
-def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str) -> None:
-    """Load a state_dict strictly; errors name the file, the step that makes it and the keys."""
+def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
+                    ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a state_dict strictly; errors name the file, the step that makes it and the keys.
+    `ignore_prefixes` names keys a reference checkpoint may carry that the model does not need
+    (e.g. IRN's loss buffers); they are dropped by name, everything else must match."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found: run {made_by} first")
@@ -108,10 +111,11 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str) -> N
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"cannot read checkpoint {path} ({err}); rerun {made_by}") from err
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     own = model.state_dict()
     missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     bad_shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-                 for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+                 for k in sorted(own.keys() & state.keys()) if own[k].shape != state[k].shape]
     if missing or unexpected or bad_shape:
         raise ValueError(
             f"checkpoint {path} does not fit {type(model).__module__}.{type(model).__name__}: "

@@ -88,4 +88,26 @@ def run_ir_label_step(args, map_dir: str | Path, out_dir: str | Path, fg_thres: 
     session.log(f"{step}: {stats['written']} labels written, {stats['skipped']} already done, "
                 f"{stats['seconds']:.0f} s (fg {fg_thres}, bg {bg_thres}) -> {out_dir}")
     dist.barrier()
+    if dist.is_main():
+        stats.update(score_ir_labels(args, out_dir, step))
     return stats
+
+
+def score_ir_labels(args, out_dir: str | Path, step: str) -> dict:
+    """mIoU of the IR labels on the evaluation split (255 ignored) and their coverage."""
+    from misc import session
+    from misc.artifacts import append_metrics
+    from misc.metrics import evaluate_label_pngs, summary
+    from misc.seed_eval import eval_ids
+    root, labels = session.dataset(args)
+    done = set(session.id_list(args.train_list))
+    ids = [i for i in eval_ids(args) if i in done]
+    if not ids:
+        return {}
+    conf, coverage = evaluate_label_pngs(ids, out_dir, root.gt_dir(), labels.n_classes + 1, 255)
+    record = {"step": step, "split": args.chainer_eval_set, "ignore_pred": 255,
+              **summary(conf, ("background",) + labels.names), "coverage": coverage}
+    append_metrics(args.metrics_file, record)
+    session.log(f"{step}: IR labels mIoU {100 * record['miou']:.2f} (255 ignored), "
+                f"coverage {100 * coverage:.1f}%")
+    return {"miou": record["miou"], "coverage": coverage}

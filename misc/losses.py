@@ -21,10 +21,19 @@ def downsample_labels(label: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return label[:, rows][:, :, cols]
 
 
-def _global_count(mask: torch.Tensor) -> torch.Tensor:
-    """Number of True pixels over every rank's share of the batch (no gradient)."""
+def global_count(mask: torch.Tensor) -> torch.Tensor:
+    """Number of True entries over every rank's share of the batch (no gradient)."""
     count = mask.sum().to(torch.float32)
     return dist.all_reduce_mean(count) * dist.world()[1]
+
+
+def global_masked_mean(values: torch.Tensor, mask: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """sum(values[mask]) / (count + eps) with the count taken over the global batch, scaled so
+    that DDP's gradient averaging yields the one-process gradient (0 when the count is 0)."""
+    count = global_count(mask) + eps
+    if count == 0:
+        return values.sum() * 0
+    return dist.world()[1] * (values * mask).sum() / count
 
 
 def balanced_smoothed_ce(logits: torch.Tensor, label: torch.Tensor, eps: float) -> torch.Tensor:
@@ -41,10 +50,22 @@ def balanced_smoothed_ce(logits: torch.Tensor, label: torch.Tensor, eps: float) 
     target = torch.full_like(logits, eps / (n_out - 1))
     target.scatter_(1, torch.where(valid, label, 0).long()[:, None], 1 - eps)
     per_pixel = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
-    loss = logits.sum() * 0  # keeps the graph (and DDP's hooks) when both terms are empty
-    world_size = dist.world()[1]
-    for mask in (label == 0, valid & (label != 0)):
-        count = _global_count(mask)
-        if count > 0:
-            loss = loss + 0.5 * world_size * per_pixel[mask].sum() / count
-    return loss
+    return 0.5 * (global_masked_mean(per_pixel, label == 0)
+                  + global_masked_mean(per_pixel, valid & (label != 0)))
+
+
+def irn_loss(affinity: torch.Tensor, pair_disp: torch.Tensor, targets: torch.Tensor,
+             bg_pos: torch.Tensor, fg_pos: torch.Tensor, neg: torch.Tensor) -> dict:
+    """IRN's losses (spec §3.9), means over the global batch.
+
+    affinity: (B, D, N) in [0, 1]; pair_disp: (B, 2, D, N) = D(p) - D(p+d); targets: (2, D, 1)
+    direction vectors; bg_pos / fg_pos / neg: (B, D, N) bool. Returns the four terms and 'total'.
+    """
+    pos_bg = global_masked_mean(-torch.log(affinity + 1e-5), bg_pos, 1e-5)
+    pos_fg = global_masked_mean(-torch.log(affinity + 1e-5), fg_pos, 1e-5)
+    neg_term = global_masked_mean(-torch.log(1 + 1e-5 - affinity), neg, 1e-5)
+    dp_fg = global_masked_mean((pair_disp - targets).abs().sum(1), fg_pos, 1e-5) / 2
+    dp_bg = global_masked_mean(pair_disp.abs().sum(1), bg_pos, 1e-5) / 2
+    terms = {"pos_bg": pos_bg, "pos_fg": pos_fg, "neg": neg_term, "dp_fg": dp_fg, "dp_bg": dp_bg}
+    terms["total"] = (pos_bg / 2 + pos_fg / 2 + neg_term) / 2 + (dp_fg + dp_bg) / 2
+    return terms

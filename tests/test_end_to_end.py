@@ -29,7 +29,9 @@ def flags(root, out, weights):
             "--amn_crop_size", "64", "--amn_batch_size", "8", "--amn_num_epoches", "1",
             "--amn_weights_name", str(out / "sess" / "res50_amn.pth"),
             "--amn_cam_out_dir", str(out / "amn_cam"), "--amn_ir_label_out_dir",
-            str(out / "amn_ir_label")]
+            str(out / "amn_ir_label"), "--irn_crop_size", "80", "--irn_batch_size", "8",
+            "--irn_num_epoches", "1", "--irn_weights_name", str(out / "sess" / "res50_irn.pth"),
+            "--sem_seg_out_dir", str(out / "sem_seg"), "--exp_times", "4"]
 
 
 def test_cam_stage_end_to_end(tiny_toy, tmp_path):
@@ -39,7 +41,8 @@ def test_cam_stage_end_to_end(tiny_toy, tmp_path):
     out = run_sample.main(flags(tiny_toy, tmp_path, weights))
     assert list(out["timings"]) == ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label",
                                     "train_amn", "make_amn_cam", "eval_amn_cam",
-                                    "amn_cam_to_ir_label"]
+                                    "amn_cam_to_ir_label", "train_irn", "make_sem_seg_labels",
+                                    "eval_sem_seg"]
 
     ids = (tiny_toy / "ImageSets/Segmentation/train_aug.txt").read_text().split()
     n_classes = len((tiny_toy / "class_names.txt").read_text().split())
@@ -58,6 +61,13 @@ def test_cam_stage_end_to_end(tiny_toy, tmp_path):
         assert 0 <= amn["high_res"].min() and amn["high_res"].max() <= 1
         assert set(np.unique(load_png(tmp_path / "amn_ir_label" / f"{i}.png"))) <= allowed
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for i in (tiny_toy / "ImageSets/Segmentation/train.txt").read_text().split():
+        mask = load_png(tmp_path / "sem_seg" / f"{i}.png")
+        keys = load_maps(tmp_path / "amn_cam" / f"{i}.npz")["keys"]
+        assert mask.shape == load_png(tiny_toy / "SegmentationClass" / f"{i}.png").shape
+        assert set(np.unique(mask)) <= {0} | {int(k) + 1 for k in keys}
+    sem = next(r for r in records if r["step"] == "eval_sem_seg")
+    assert 0 <= sem["miou"] <= 1 and len(sem["iou"]) == n_classes + 1
     for step in ("eval_cam", "eval_amn_cam"):
         ev = next(r for r in records if r["step"] == step)
         assert 0 <= ev["miou"] <= 1 and len(ev["iou"]) == n_classes + 1
