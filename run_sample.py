@@ -25,16 +25,24 @@ STEPS = {"train_cam": "train_cam", "make_cam": "make_cam", "eval_cam": "eval_cam
          "cam_to_ir_label": "cam_to_ir_label", "train_amn": "train_amn",
          "make_amn_cam": "make_amn_cam", "eval_amn_cam": "eval_amn_cam",
          "amn_cam_to_ir_label": "amn_cam_to_ir_label", "train_irn": "train_irn",
-         "make_sem_seg": "make_sem_seg_labels", "eval_sem_seg": "eval_sem_seg"}
+         "make_sem_seg": "make_sem_seg_labels", "eval_sem_seg": "eval_sem_seg",
+         "train_seg": "train_seg", "eval_seg": "eval_seg"}
+
+# Toy DeepLab: small enough for a 2-core CPU (measured in tests/test_deeplab.py's notes).
+TOY_SEG_CROP, TOY_SEG_BATCH, TOY_SEG_ITERS, TOY_SEG_LR = 96, 4, 150, 2.5e-3
 
 # Size flags whose default depends on the dataset (VOC values are the reference's).
 PROFILES = {
     "voc": dict(cam_crop_size=512, cam_resize_long=(320, 640), cam_batch_size=16,
                 cam_num_epoches=5, infer_batch_size=8, amn_crop_size=512, amn_batch_size=16,
-                amn_num_epoches=5, irn_crop_size=512, irn_batch_size=32, irn_num_epoches=3),
+                amn_num_epoches=5, irn_crop_size=512, irn_batch_size=32, irn_num_epoches=3,
+                seg_backbone="resnet101", seg_crop_size=321, seg_batch_size=10,
+                seg_num_iters=30000, seg_learning_rate=2.5e-4),
     "toy": dict(cam_crop_size=128, cam_resize_long=(96, 160), cam_batch_size=16,
                 cam_num_epoches=6, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
-                amn_num_epoches=5, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=3),
+                amn_num_epoches=5, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=3,
+                seg_backbone="resnet50", seg_crop_size=TOY_SEG_CROP, seg_batch_size=TOY_SEG_BATCH,
+                seg_num_iters=TOY_SEG_ITERS, seg_learning_rate=TOY_SEG_LR),
 }
 
 
@@ -119,6 +127,51 @@ def build_parser() -> argparse.ArgumentParser:
     a("--exp_times", default=8, type=int, help="the walk takes 2^exp_times steps")
     a("--sem_seg_power", default=1.3, type=float, help="power on the AMN seeds before the walk")
     a("--sem_seg_bg_thres", default=0.25, type=float)
+    # Segmentation network (DeepLab-V2, spec/deeplab.md)
+    a("--seg_backbone", default=None, choices=("resnet101", "resnet50"),
+      help="resnet101 (VOC), resnet50 (toy)")
+    a("--seg_backbone_style", default="torchvision", choices=("torchvision", "caffe"),
+      help="caffe: deeplab-pytorch / Caffe-origin weights converted by `python -m net.deeplabv2 "
+           "convert` (stride in the 1x1, ceil-mode pool, BGR mean-subtracted input)")
+    a("--seg_backbone_weights", default=None, type=str,
+      help="ImageNet (or converted COCO) init of the DeepLab backbone; default for resnet50: "
+           "--backbone_weights")
+    a("--seg_label_dir", default=None, type=str,
+      help="training labels (PNG 0..C, 255 ignored); default --sem_seg_out_dir; `gt` = "
+           "SegmentationClass (fully supervised upper bound)")
+    a("--seg_train_list", default=None, type=str,
+      help="default --train_list (VOC: make_sem_seg must have run on it), the toy's --infer_list")
+    a("--seg_eval_list", default=None, type=str, help="default --val_list")
+    a("--seg_crop_size", default=None, type=int, help=f"321 (VOC), {TOY_SEG_CROP} (toy)")
+    a("--seg_scales", default=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0), type=float, nargs="+",
+      help="training rescale factors, one drawn per sample (AdvCAM's set)")
+    a("--seg_batch_size", default=None, type=int,
+      help=f"images per update: 10 (VOC, in one pass), {TOY_SEG_BATCH} (toy)")
+    a("--seg_num_iters", default=None, type=int, help=f"30000 (VOC), {TOY_SEG_ITERS} (toy)")
+    a("--seg_learning_rate", default=None, type=float,
+      help=f"backbone lr; ASPP weights 10x, biases 20x: 2.5e-4 (VOC), {TOY_SEG_LR} (toy)")
+    a("--seg_momentum", default=0.9, type=float)
+    a("--seg_weight_decay", default=5e-4, type=float, help="not on the ASPP biases")
+    a("--seg_poly_power", default=0.9, type=float)
+    a("--seg_lr_decay", default=10, type=int, help="recompute the poly lr every N iterations")
+    a("--seg_balanced_ce", default=True, type=str2bool,
+      help="1/2 (bg mean + fg mean) cross-entropy (AdvCAM); False: plain CE")
+    a("--seg_checkpoint_every", default=1000, type=int,
+      help="write a resumable training state every N iterations (0: never)")
+    a("--seg_resume", default=True, type=str2bool,
+      help="continue a killed train_seg from its state file (ignored with --overwrite True)")
+    a("--seg_tf32", default=True, type=str2bool,
+      help="allow TF32 convolutions / matmuls on CUDA (PyTorch's conv default); False: strict fp32")
+    a("--seg_infer_scales", default=(1.0,), type=float, nargs="+",
+      help="input scales at inference, each through the MSC network (reference: 1.0 only)")
+    a("--seg_infer_flip", default=False, type=str2bool,
+      help="also infer on the mirrored image (reference: no)")
+    a("--seg_crf", default=True, type=str2bool, help="dense CRF on the predictions")
+    a("--seg_crf_params", default=(10, 3, 1, 4, 67, 3), type=float, nargs=6,
+      metavar=("ITER", "POS_W", "POS_XY", "BI_W", "BI_XY", "BI_RGB"),
+      help="deeplab-pytorch's CRF values")
+    a("--seg_test_list", default=None, type=str,
+      help="also export predictions for this list (no GT), e.g. voc12/test.txt")
     # Output paths
     a("--log_name", default="sample_train_eval", type=str)
     a("--cam_weights_name", default="sess/res50_cam.pth", type=str)
@@ -129,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--amn_ir_label_out_dir", default="result/amn_ir_label", type=str)
     a("--irn_weights_name", default="sess/res50_irn.pth", type=str)
     a("--sem_seg_out_dir", default="result/sem_seg", type=str)
+    a("--seg_weights_name", default="sess/deeplabv2.pth", type=str)
+    a("--seg_pred_out_dir", default="result/seg_pred", type=str)
+    a("--seg_test_out_dir", default="results/VOC2012/Segmentation/comp6_test_cls", type=str)
     a("--metrics_file", default="result/metrics.jsonl", type=str)
     # Step
     for name in STEPS:
@@ -151,6 +207,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     for flag, name in (("train_list", "train_aug"), ("val_list", "val"), ("infer_list", "train")):
         if getattr(args, flag) is None:
             setattr(args, flag, str(lists / f"{name}.txt"))
+    if args.seg_train_list is None:  # the toy chain makes pseudo-masks for its infer list only
+        args.seg_train_list = args.infer_list if toy else args.train_list
     if args.cls_labels is None:  # a root may carry its own labels (the toy dataset does)
         own = Path(args.voc12_root) / "cls_labels.csv"
         args.cls_labels = str(own if own.is_file() else REPO / "voc12" / "cls_labels.csv")
@@ -194,9 +252,11 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.time()
             results[module] = importlib.import_module(f"step.{module}").run(args)
             timings[module] = time.time() - start
-    session.log("\n step                 seconds")
-    for step, sec in timings.items():
-        session.log(f" {step:<20} {sec:8.1f}")
+    if dist.is_main():
+        from misc.report import write_report
+        report = Path(args.metrics_file).parent / "report.md"
+        session.log("\n" + write_report(args.metrics_file, timings, report))
+        session.log(f"report: {report}")
     return {"timings": timings, "results": results}
 
 
