@@ -35,11 +35,11 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
 # ---- default sizes (tune here; the whole pipeline must run on a 2-core CPU in minutes) ----
-N_TRAIN_AUG = 400
-N_TRAIN = 120
-N_VAL = 120
+N_TRAIN_AUG = 320
+N_TRAIN = 100
+N_VAL = 100
 MIN_SIDE = 96
-MAX_SIDE = 160
+MAX_SIDE = 128
 N_CLASSES = 6
 
 GENERATOR_VERSION = 1

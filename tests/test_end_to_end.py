@@ -31,7 +31,11 @@ def flags(root, out, weights):
             "--amn_cam_out_dir", str(out / "amn_cam"), "--amn_ir_label_out_dir",
             str(out / "amn_ir_label"), "--irn_crop_size", "80", "--irn_batch_size", "8",
             "--irn_num_epoches", "1", "--irn_weights_name", str(out / "sess" / "res50_irn.pth"),
-            "--sem_seg_out_dir", str(out / "sem_seg"), "--exp_times", "4"]
+            "--sem_seg_out_dir", str(out / "sem_seg"), "--exp_times", "4",
+            "--seg_backbone", "resnet50", "--seg_crop_size", "32", "--seg_batch_size", "4",
+            "--seg_num_iters", "2", "--seg_train_list", str(lists / "train.txt"),
+            "--seg_weights_name", str(out / "sess" / "deeplabv2.pth"),
+            "--seg_pred_out_dir", str(out / "seg_pred")]
 
 
 def test_cam_stage_end_to_end(tiny_toy, tmp_path):
@@ -42,7 +46,7 @@ def test_cam_stage_end_to_end(tiny_toy, tmp_path):
     assert list(out["timings"]) == ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label",
                                     "train_amn", "make_amn_cam", "eval_amn_cam",
                                     "amn_cam_to_ir_label", "train_irn", "make_sem_seg_labels",
-                                    "eval_sem_seg"]
+                                    "eval_sem_seg", "train_seg", "eval_seg"]
 
     ids = (tiny_toy / "ImageSets/Segmentation/train_aug.txt").read_text().split()
     n_classes = len((tiny_toy / "class_names.txt").read_text().split())

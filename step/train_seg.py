@@ -1,0 +1,163 @@
+"""train_seg: DeepLab-V2 (MSC) on a folder of label PNGs (spec/deeplab.md §2-§3, §8).
+
+Labels: --seg_label_dir (default: the pseudo-masks of make_sem_seg_labels, result/sem_seg;
+`gt` = the dataset's SegmentationClass, for the fully supervised upper bound), values 0..C and
+255 = ignored. Recipe (AdvCAM's defaults on deeplab-pytorch): random scale from a discrete set
+(bilinear image, PIL-nearest label) -> pad bottom/right to the crop (mean colour / 255) -> random
+crop 321 -> flip; SGD momentum 0.9, weight decay 5e-4 (not on the ASPP biases), lr 2.5e-4 on the
+backbone, 10x on ASPP weights, 20x on ASPP biases, poly 0.9 recomputed every 10 iterations;
+frozen BN; the loss (balanced CE by default) summed over the four MSC outputs, each against the
+label downsampled with PIL NEAREST's pixels. A killed run resumes from its last state file.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from misc import dist, imutils, session
+from misc.artifacts import append_metrics, load_png
+from misc.losses import downsample_labels, global_masked_mean
+from misc.optim import PolyOptimizer
+from misc.train import train
+from net.deeplabv2 import DeepLabV2
+from voc12.dataloader import SegmentationDataset
+
+IGNORE = 255
+
+
+class SegTrainDataset(SegmentationDataset):
+    """deeplab-pytorch's augmentation on (image, label PNG) pairs.
+
+    Returns dict(name, img float32 (3, crop, crop) ImageNet-normalised RGB, label uint8
+    (crop, crop) in {0..n_classes-1, 255}). Per-sample randomness is keyed by (seed, epoch, index).
+    """
+
+    def __init__(self, ids, root, labels, list_name, label_dir: str | Path, crop_size: int,
+                 scales: tuple[float, ...], n_classes: int, seed: int = 0):
+        super().__init__(ids, root, labels, list_name, label_dir, crop_size, rescale=None,
+                         seed=seed)
+        self.scales, self.n_classes = tuple(scales), n_classes
+
+    def __getitem__(self, index: int) -> dict:
+        rng, name = self.rng(index), self.ids[index]
+        img, label = self.image(index), load_png(self.label_dir / f"{name}.png")
+        if img.shape[:2] != label.shape:
+            raise ValueError(f"label {self.label_dir / name}.png is {label.shape}, its image "
+                             f"{img.shape[:2]}: labels must have the image's size")
+        bad = (label != IGNORE) & (label >= self.n_classes)
+        if bad.any():
+            raise ValueError(f"label {self.label_dir / name}.png holds values "
+                             f"{np.unique(label[bad])[:5].tolist()} >= {self.n_classes} classes")
+        s = self.scales[int(rng.integers(len(self.scales)))]
+        h, w = int(img.shape[0] * s), int(img.shape[1] * s)
+        x = torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(img)))[None]
+        x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)[0]  # cv2 INTER_LINEAR
+        x = x.permute(1, 2, 0).numpy()
+        label = imutils.pil_resize(label, (h, w), 0)
+        pad_h, pad_w = max(self.crop_size - h, 0), max(self.crop_size - w, 0)
+        x = np.pad(x, ((0, pad_h), (0, pad_w), (0, 0)))  # 0 = the mean colour after normalising
+        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE)
+        x, label = imutils.crop_arrays([x, label], [0.0, IGNORE], self.crop_size, rng)
+        x, label = imutils.random_lr_flip([x, label], rng)
+        return {"name": name, "img": torch.from_numpy(imutils.hwc_to_chw(x)),
+                "label": torch.from_numpy(np.ascontiguousarray(label))}
+
+
+def pixel_ce(logits: torch.Tensor, label: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """Cross-entropy of (B, C, h, w) logits against (B, h, w) labels (255 ignored).
+
+    Plain: mean over the non-ignored pixels of the global batch. Balanced (AdvCAM / AMN form):
+    1/2 mean over background pixels + 1/2 mean over foreground pixels; a term without pixels is
+    left out (0) instead of 0/0. Means use global-batch counts, so DDP gives the 1-process loss.
+    """
+    valid = label != IGNORE
+    per_pixel = F.cross_entropy(logits, torch.where(valid, label, 0), reduction="none")
+    if not balanced:
+        return global_masked_mean(per_pixel, valid)
+    return 0.5 * (global_masked_mean(per_pixel, label == 0)
+                  + global_masked_mean(per_pixel, valid & (label != 0)))
+
+
+def msc_loss(balanced: bool):
+    """Sum over the MSC outputs [l_1, l_0.5, l_0.75, l_max] of `pixel_ce` at each size."""
+    def loss_fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        label = batch["label"].long()
+        return sum(pixel_ce(out, downsample_labels(label, out.shape[-2:]), balanced)
+                   for out in model(batch["img"]))
+    return loss_fn
+
+
+def param_groups(model: DeepLabV2, lr: float, weight_decay: float) -> list[dict]:
+    """The Caffe lr_mult / decay_mult groups: backbone 1x, ASPP weights 10x, ASPP biases 20x
+    without weight decay. BN parameters are frozen and in no group."""
+    backbone, weights, biases = model.param_groups()
+    return [{"params": backbone, "lr": lr, "weight_decay": weight_decay},
+            {"params": weights, "lr": 10 * lr, "weight_decay": weight_decay},
+            {"params": biases, "lr": 20 * lr, "weight_decay": 0.0}]
+
+
+def label_dir(args: argparse.Namespace) -> Path:
+    """--seg_label_dir: `gt` -> SegmentationClass; None -> --sem_seg_out_dir."""
+    if args.seg_label_dir == "gt":
+        return session.dataset(args)[0].gt_dir()
+    return Path(args.seg_label_dir or args.sem_seg_out_dir)
+
+
+def check_labels(ids: list[str], folder: Path, list_name: str) -> None:
+    missing = [i for i in ids if not (folder / f"{i}.png").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(ids)} ids of {list_name} have no label PNG in {folder} "
+            f"(first: {missing[:3]}). make_sem_seg_labels writes masks only for --infer_list: "
+            f"rerun it with --infer_list set to the DeepLab training list (VOC: "
+            f"voc12/train_aug.txt), or pass --seg_train_list / --seg_label_dir")
+
+
+def backbone_weights(args: argparse.Namespace) -> str | None:
+    """--seg_backbone_weights, else --backbone_weights for a ResNet-50 DeepLab."""
+    if args.seg_backbone_weights:
+        return args.seg_backbone_weights
+    return args.backbone_weights if args.seg_backbone == "resnet50" else None
+
+
+def run(args: argparse.Namespace) -> dict:
+    root, labels = session.dataset(args)
+    device = session.device(args)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop size
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.seg_tf32
+    ids = session.id_list(args.seg_train_list)
+    folder = label_dir(args)
+    check_labels(ids, folder, args.seg_train_list)
+    n_classes = labels.n_classes + 1
+    dataset = SegTrainDataset(ids, root, labels, args.seg_train_list, folder, args.seg_crop_size,
+                              tuple(args.seg_scales), n_classes, seed=args.seed)
+    torch.manual_seed(args.seed)
+    model = DeepLabV2(n_classes, args.seg_backbone, args.seg_backbone_style)
+    model.load_init(backbone_weights(args))
+
+    def make_optimizer(max_step: int) -> PolyOptimizer:
+        return PolyOptimizer(param_groups(model, args.seg_learning_rate, args.seg_weight_decay),
+                             args.seg_learning_rate, args.seg_weight_decay, max_step,
+                             power=args.seg_poly_power, momentum=args.seg_momentum,
+                             update_every=args.seg_lr_decay)
+
+    session.log(f"train_seg: DeepLab-V2 {args.seg_backbone} ({args.seg_backbone_style}) on "
+                f"{len(ids)} images, labels from {folder}, {args.seg_num_iters} iterations at "
+                f"batch {args.seg_batch_size}")
+    result = train(model, msc_loss(args.seg_balanced_ce), dataset, args.seg_batch_size, 1,
+                   make_optimizer, device, args.seg_weights_name, num_workers=args.num_workers,
+                   seed=args.seed, desc="train_seg", max_steps=args.seg_num_iters,
+                   checkpoint_every=args.seg_checkpoint_every,
+                   resume=args.seg_resume and not args.overwrite)
+    record = {"step": "train_seg", "labels": str(folder), "iterations": len(result.losses),
+              "seconds": round(result.seconds, 1),
+              "final_train_loss": float(np.mean(result.losses[-max(1, len(result.losses) // 10):]))}
+    if dist.is_main():
+        append_metrics(args.metrics_file, record)
+        session.log(f"train_seg: wrote {args.seg_weights_name} in {result.seconds:.0f} s")
+    return {**record, "losses": result.losses}
