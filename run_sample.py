@@ -38,15 +38,18 @@ PROFILES = {
                 amn_num_epoches=5, irn_crop_size=512, irn_batch_size=32, irn_num_epoches=3,
                 seg_backbone="resnet101", seg_crop_size=321, seg_batch_size=10,
                 seg_num_iters=30000, poly_momentum=-1, cam_learning_rate=0.1,
-                amn_learning_rate=5e-6, amn_head_learning_rate=1e-4, irn_learning_rate=0.1),
+                amn_learning_rate=5e-6, amn_head_learning_rate=1e-4, irn_learning_rate=0.1,
+                exp_times=8),
     "toy": dict(cam_crop_size=128, cam_resize_long=(96, 160), cam_batch_size=16,
                 cam_num_epoches=6, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
-                amn_num_epoches=5, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=3,
+                amn_num_epoches=5, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=5,
                 seg_backbone="resnet50", seg_crop_size=TOY_SEG_CROP, seg_batch_size=TOY_SEG_BATCH,
                 seg_num_iters=TOY_SEG_ITERS,
                 # ~100 steps instead of ~3300: momentum and 10x Adam rates make up for it
                 poly_momentum=0.9, cam_learning_rate=0.03, amn_learning_rate=5e-5,
-                amn_head_learning_rate=1e-3, irn_learning_rate=0.03),
+                amn_head_learning_rate=1e-3, irn_learning_rate=0.03,
+                # stride-4 maps of ~28x28 instead of ~94x125: a 16-step walk, not 256
+                exp_times=4),
 }
 
 
@@ -130,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--irn_weight_decay", default=1e-4, type=float)
     # Random walk (typed, unlike the reference: spec Q13)
     a("--beta", default=10.0, type=float)
-    a("--exp_times", default=8, type=int, help="the walk takes 2^exp_times steps")
+    a("--exp_times", default=None, type=int,
+      help="the walk takes 2^exp_times steps: 8 (VOC), 4 (toy)")
     a("--sem_seg_power", default=1.3, type=float, help="power on the AMN seeds before the walk")
     a("--sem_seg_bg_thres", default=0.25, type=float)
     # Segmentation network (DeepLab-V2, spec/deeplab.md)
