@@ -19,7 +19,7 @@ state_dict keys: `backbone.*` with torchvision's ResNet names (conv1, bn1, layer
 `layerK.J.convI` / `bnI` / `downsample.0|1`) and `aspp.c0..c3.weight|bias`.
 
 Initial weights, from local files only (nothing is downloaded):
-1. torchvision ImageNet ResNet-101 (`--seg_backbone_weights resnet101-XXXX.pth`, the default
+1. torchvision ImageNet ResNet-101 (`--seg_backbone_weights resnet101-63fe2227.pth`, the default
    `--seg_backbone_style torchvision`): loaded into the backbone by
    net.resnet50.load_backbone_weights; a key or shape mismatch is an error.
 2. Caffe-origin DeepLab weights as deeplab-pytorch uses them (the ImageNet init the AdvCAM author
@@ -51,9 +51,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from misc.imutils import IMAGENET_MEAN, IMAGENET_STD
+from net.aspp import ASPP, ASPP_RATES as RATES
 from net.resnet50 import FixedBatchNorm, ResNet50, load_backbone_weights
 
-RATES = (6, 12, 18, 24)
 MSC_SCALES = (0.5, 0.75)
 BACKBONES = {"resnet101": (3, 4, 23, 3), "resnet50": (3, 4, 6, 3)}
 STYLES = ("torchvision", "caffe")
@@ -65,21 +65,6 @@ SEG_WEIGHTS_HELP = (
     "downloads; ResNet-50 with --seg_backbone resnet50), or a deeplab-pytorch / Caffe init "
     "converted by `python -m net.deeplabv2 convert IN OUT` together with --seg_backbone_style "
     "caffe (see net/deeplabv2.py).")
-
-
-class ASPP(nn.Module):
-    """Sum of parallel dilated 3x3 convs: (B, in_ch, h, w) -> (B, n_classes, h, w)."""
-
-    def __init__(self, in_ch: int, n_classes: int, rates: Sequence[int] = RATES):
-        super().__init__()
-        for i, rate in enumerate(rates):
-            conv = nn.Conv2d(in_ch, n_classes, 3, padding=rate, dilation=rate, bias=True)
-            nn.init.normal_(conv.weight, 0.0, 0.01)
-            nn.init.zeros_(conv.bias)
-            self.add_module(f"c{i}", conv)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(conv(x) for conv in self.children())
 
 
 class DeepLabV2(nn.Module):

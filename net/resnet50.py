@@ -135,3 +135,10 @@ def load_backbone_weights(model: ResNet50, path: str | Path | None,
     state.update({k: v for k, v in own_state.items()  # keep own head and absent counters
                   if k.startswith("fc.") or k not in state})
     model.load_state_dict(state)
+
+
+def reference_stages(r: ResNet50) -> tuple[nn.Sequential, ...]:
+    """The reference CAM/AMN networks' views of the backbone (state_dict keys stage1..stage4):
+    stage1 = conv1, bn1, relu, maxpool, layer1; stage2..4 = layer2..layer4."""
+    return (nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1), nn.Sequential(r.layer2),
+            nn.Sequential(r.layer3), nn.Sequential(r.layer4))

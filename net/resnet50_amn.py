@@ -17,25 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from net.resnet50 import ResNet50, load_backbone_weights
-
-ASPP_RATES = (6, 12, 18, 24)
-
-
-class ASPP(nn.Module):
-    """Sum of parallel dilated 3x3 convolutions (DeepLab-V2); weights N(0, 0.01), bias 0."""
-
-    def __init__(self, in_ch: int, out_ch: int, rates=ASPP_RATES):
-        super().__init__()
-        for i, rate in enumerate(rates):
-            conv = nn.Conv2d(in_ch, out_ch, 3, padding=rate, dilation=rate, bias=True)
-            nn.init.normal_(conv.weight, 0, 0.01)
-            nn.init.zeros_(conv.bias)
-            self.add_module(f"c{i}", conv)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(conv(x) for conv in self.children())
-
+from net.aspp import ASPP
+from net.resnet50 import ResNet50, load_backbone_weights, reference_stages
 
 class Net(nn.Module):
     """forward(img (B,3,H,W) normalised, label_cls (B,C) multi-hot float) ->
@@ -48,10 +31,7 @@ class Net(nn.Module):
         if backbone_weights is not None:
             load_backbone_weights(self.resnet50, backbone_weights)
         r = self.resnet50
-        self.stage1 = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1)
-        self.stage2 = nn.Sequential(r.layer2)
-        self.stage3 = nn.Sequential(r.layer3)
-        self.stage4 = nn.Sequential(r.layer4)
+        self.stage1, self.stage2, self.stage3, self.stage4 = reference_stages(r)
         self.label_enc = nn.Linear(n_classes, 2048)
         self.classifier = nn.Sequential(nn.Dropout(dropout), ASPP(2048, n_classes + 1))
         self.backbone = nn.ModuleList([self.stage1, self.stage2, self.stage3, self.stage4])

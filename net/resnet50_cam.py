@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from net.resnet50 import ResNet50, load_backbone_weights
+from net.resnet50 import ResNet50, load_backbone_weights, reference_stages
 
 
 class Net(nn.Module):
@@ -20,10 +20,7 @@ class Net(nn.Module):
         if backbone_weights is not None:
             load_backbone_weights(self.resnet50, backbone_weights)
         r = self.resnet50
-        self.stage1 = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1)
-        self.stage2 = nn.Sequential(r.layer2)
-        self.stage3 = nn.Sequential(r.layer3)
-        self.stage4 = nn.Sequential(r.layer4)
+        self.stage1, self.stage2, self.stage3, self.stage4 = reference_stages(r)
         self.classifier = nn.Conv2d(2048, n_classes, 1, bias=False)
         self.n_classes = n_classes
         # stage1-2 get no gradient (detached below); conv1/bn1 are frozen explicitly as in the reference
