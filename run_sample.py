@@ -236,7 +236,19 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     run_all = all(v is None for v in passes.values())
     for name in STEPS:
         setattr(args, f"{name}_pass", run_all or bool(passes[name]))
+    args.resume_chain = run_all and not args.overwrite
     return args
+
+
+# training passes and the checkpoint each writes: a whole-chain rerun skips finished ones
+TRAINED = {"train_cam": "cam_weights_name", "train_amn": "amn_weights_name",
+           "train_irn": "irn_weights_name", "train_seg": "seg_weights_name"}
+
+
+def already_trained(args: argparse.Namespace, name: str) -> bool:
+    """In a whole-chain run (no *_pass flags, no --overwrite), a training step whose checkpoint
+    exists is not redone; explicit passes always run."""
+    return args.resume_chain and name in TRAINED and Path(getattr(args, TRAINED[name])).is_file()
 
 
 def save_run_config(args: argparse.Namespace) -> None:
@@ -260,6 +272,10 @@ def main(argv: list[str] | None = None) -> dict:
     timings, results = {}, {}
     for name, module in STEPS.items():
         if getattr(args, f"{name}_pass"):
+            if already_trained(args, name):
+                session.log(f"== {module}: {getattr(args, TRAINED[name])} exists, kept "
+                            f"(--overwrite True to retrain)")
+                continue
             session.log(f"== {module}")
             start = time.time()
             results[module] = importlib.import_module(f"step.{module}").run(args)
