@@ -137,8 +137,14 @@ def load_backbone_weights(model: ResNet50, path: str | Path | None,
     model.load_state_dict(state)
 
 
-def reference_stages(r: ResNet50) -> tuple[nn.Sequential, ...]:
-    """The reference CAM/AMN networks' views of the backbone (state_dict keys stage1..stage4):
-    stage1 = conv1, bn1, relu, maxpool, layer1; stage2..4 = layer2..layer4."""
-    return (nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1), nn.Sequential(r.layer2),
-            nn.Sequential(r.layer3), nn.Sequential(r.layer4))
+def reference_backbone(weights: str | None) -> tuple[ResNet50, tuple[nn.Sequential, ...]]:
+    """The CAM/AMN networks' backbone: ResNet-50 (OS16) with `weights` loaded (None: random) and
+    conv1/bn1 frozen as in the reference, plus the reference's views of it (state_dict keys
+    stage1..stage4): stage1 = conv1, bn1, relu, maxpool, layer1; stage2..4 = layer2..layer4."""
+    r = ResNet50(strides=(2, 2, 2, 1))
+    if weights is not None:
+        load_backbone_weights(r, weights)
+    for p in list(r.conv1.parameters()) + list(r.bn1.parameters()):
+        p.requires_grad_(False)
+    return r, (nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1), nn.Sequential(r.layer2),
+               nn.Sequential(r.layer3), nn.Sequential(r.layer4))

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from net.aspp import ASPP
-from net.resnet50 import ResNet50, load_backbone_weights, reference_stages
+from net.resnet50 import reference_backbone
 
 class Net(nn.Module):
     """forward(img (B,3,H,W) normalised, label_cls (B,C) multi-hot float) ->
@@ -27,18 +27,13 @@ class Net(nn.Module):
     def __init__(self, n_classes: int, backbone_weights: str | None = None,
                  dropout: float = 0.1):
         super().__init__()
-        self.resnet50 = ResNet50(strides=(2, 2, 2, 1))
-        if backbone_weights is not None:
-            load_backbone_weights(self.resnet50, backbone_weights)
-        r = self.resnet50
-        self.stage1, self.stage2, self.stage3, self.stage4 = reference_stages(r)
+        self.resnet50, stages = reference_backbone(backbone_weights)
+        self.stage1, self.stage2, self.stage3, self.stage4 = stages
         self.label_enc = nn.Linear(n_classes, 2048)
         self.classifier = nn.Sequential(nn.Dropout(dropout), ASPP(2048, n_classes + 1))
         self.backbone = nn.ModuleList([self.stage1, self.stage2, self.stage3, self.stage4])
         self.newly_added = nn.ModuleList([self.classifier, self.label_enc])
         self.n_classes = n_classes
-        for p in list(r.conv1.parameters()) + list(r.bn1.parameters()):
-            p.requires_grad_(False)  # frozen as in the reference
 
     def forward(self, img: torch.Tensor, label_cls: torch.Tensor) -> torch.Tensor:
         x = self.stage4(self.stage3(self.stage2(self.stage1(img))))

@@ -10,22 +10,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from net.resnet50 import ResNet50, load_backbone_weights, reference_stages
+from net.resnet50 import reference_backbone
 
 
 class Net(nn.Module):
     def __init__(self, n_classes: int, backbone_weights: str | None = None):
         super().__init__()
-        self.resnet50 = ResNet50(strides=(2, 2, 2, 1))
-        if backbone_weights is not None:
-            load_backbone_weights(self.resnet50, backbone_weights)
-        r = self.resnet50
-        self.stage1, self.stage2, self.stage3, self.stage4 = reference_stages(r)
+        self.resnet50, stages = reference_backbone(backbone_weights)
+        self.stage1, self.stage2, self.stage3, self.stage4 = stages
         self.classifier = nn.Conv2d(2048, n_classes, 1, bias=False)
         self.n_classes = n_classes
-        # stage1-2 get no gradient (detached below); conv1/bn1 are frozen explicitly as in the reference
-        for p in list(r.conv1.parameters()) + list(r.bn1.parameters()):
-            p.requires_grad_(False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised -> (B, 2048, ceil(H/16), ceil(W/16)); stage 2 detached."""

@@ -101,6 +101,8 @@ def test_reference_key_layout_and_checkpoint_round_trip(tmp_path):
             "backbone.0.4.0.conv1.weight", "newly_added.0.1.c2.weight", "newly_added.1.bias",
             "resnet50.layer4.2.bn3.running_var", "stage4.0.0.conv1.weight"} <= keys
     assert net.classifier[1].c3.dilation == (24, 24)
+    assert not net.resnet50.conv1.weight.requires_grad and not net.stage1[1].weight.requires_grad
+    assert net.stage1[4][0].conv1.weight.requires_grad  # layer1 trains in AMN (no detach)
     save_checkpoint(tmp_path / "amn.pth", net.state_dict())
     other = Net(n_classes=20)
     load_checkpoint(other, tmp_path / "amn.pth", made_by="train_amn")
