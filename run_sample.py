@@ -17,8 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+from data.pretrain_backbone import DEFAULT_BACKBONE_PATH, DEFAULT_STEPS
+from data.toy_dataset import ToyConfig
+
 REPO = Path(__file__).resolve().parent
-TOY_ROOT = REPO / "data" / "toy"
+# the no-argument run: toy dataset, its generator settings, the cached synthetic backbone
+TOY_ROOT, TOY_CONFIG = REPO / "data" / "toy", ToyConfig()
+TOY_BACKBONE, TOY_PRETRAIN_STEPS = DEFAULT_BACKBONE_PATH, DEFAULT_STEPS
 
 # pass flag name -> step module, in pipeline order
 STEPS = {"train_cam": "train_cam", "make_cam": "make_cam", "eval_cam": "eval_cam",
@@ -37,14 +42,14 @@ PROFILES = {
                 cam_num_epoches=5, infer_batch_size=8, amn_crop_size=512, amn_batch_size=16,
                 amn_num_epoches=5, irn_crop_size=512, irn_batch_size=32, irn_num_epoches=3,
                 seg_backbone="resnet101", seg_crop_size=321, seg_batch_size=10,
-                seg_num_iters=30000, poly_momentum=-1, cam_learning_rate=0.1,
+                seg_num_iters=30000, checkpoint_every=200, poly_momentum=-1, cam_learning_rate=0.1,
                 amn_learning_rate=5e-6, amn_head_learning_rate=1e-4, irn_learning_rate=0.1,
                 exp_times=8),
     "toy": dict(cam_crop_size=128, cam_resize_long=(96, 160), cam_batch_size=16,
                 cam_num_epoches=6, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
                 amn_num_epoches=5, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=5,
                 seg_backbone="resnet50", seg_crop_size=TOY_SEG_CROP, seg_batch_size=TOY_SEG_BATCH,
-                seg_num_iters=TOY_SEG_ITERS,
+                seg_num_iters=TOY_SEG_ITERS, checkpoint_every=10,
                 # ~100 steps instead of ~3300: momentum and 10x Adam rates make up for it
                 poly_momentum=0.9, cam_learning_rate=0.03, amn_learning_rate=5e-5,
                 amn_head_learning_rate=1e-3, irn_learning_rate=0.03,
@@ -77,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--device", default="auto", type=str, help="auto, cpu or cuda")
     a("--seed", default=0, type=int)
     a("--overwrite", default=False, type=str2bool, help="redo outputs that already exist")
+    a("--checkpoint_every", default=None, type=int,
+      help="train_cam, train_amn, train_irn: write a resumable training state every N steps "
+           "(0: never); 200 (VOC), 10 (toy)")
+    a("--resume", default=True, type=str2bool,
+      help="continue a killed train_cam/amn/irn from its state file (ignored with --overwrite True)")
     # Dataset
     a("--train_list", default=None, type=str, help="default voc12/train_aug.txt")
     a("--val_list", default=None, type=str, help="default voc12/val.txt")
@@ -202,15 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def prepare_toy(args: argparse.Namespace) -> None:
+    """Point the flags at the toy dataset and its synthetic backbone, building both on first use
+    (cached under data/: later runs start at once)."""
+    from data.pretrain_backbone import ensure_pretrained_backbone
+    from data.toy_dataset import ensure_toy_dataset
+    args.voc12_root = str(ensure_toy_dataset(TOY_ROOT, TOY_CONFIG))
+    if args.backbone_weights is None:
+        args.backbone_weights = str(ensure_pretrained_backbone(TOY_BACKBONE, TOY_PRETRAIN_STEPS))
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill dataset-dependent defaults; build the toy dataset and backbone when no root is given."""
     toy = args.voc12_root is None
     if toy:
-        from data.pretrain_backbone import ensure_pretrained_backbone
-        from data.toy_dataset import ensure_toy_dataset
-        args.voc12_root = str(ensure_toy_dataset(TOY_ROOT))
-        if args.backbone_weights is None:
-            args.backbone_weights = str(ensure_pretrained_backbone())
+        prepare_toy(args)
     from voc12.dataloader import VOCRoot
     VOCRoot(Path(args.voc12_root))  # fail fast, before anything is written
     lists = Path(args.voc12_root) / "ImageSets" / "Segmentation" if toy else REPO / "voc12"
@@ -251,19 +267,53 @@ def already_trained(args: argparse.Namespace, name: str) -> bool:
     return args.resume_chain and name in TRAINED and Path(getattr(args, TRAINED[name])).is_file()
 
 
+PACKAGES = ("torch", "numpy", "scipy", "Pillow", "imageio", "matplotlib", "pydensecrf2", "tqdm")
+
+
 def save_run_config(args: argparse.Namespace) -> None:
-    import numpy, torch
-    info = {"argv": sys.argv, "flags": vars(args), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": numpy.__version__,
-            "cuda": torch.cuda.is_available()}
-    out = Path(args.metrics_file).parent / "run_config.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(info, indent=1, default=str))
+    """result/run_config.json: this call's command, resolved flags, package versions and git
+    commit (also appended to result/runs.jsonl, the history of every call)."""
+    import subprocess
+    from importlib import metadata
+
+    import torch
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"],
+                                capture_output=True, text=True).stdout.strip() or None
+    except OSError:  # no git on this machine
+        commit = None
+    info = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv, "flags": vars(args),
+            "python": platform.python_version(), "packages": versions, "git_commit": commit,
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None}
+    out = Path(args.metrics_file).parent
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run_config.json").write_text(json.dumps(info, indent=1, default=str))
+    with open(out / "runs.jsonl", "a") as f:
+        f.write(json.dumps(info, default=str) + "\n")
+
+
+def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path | None:
+    """The first `n` images of the infer list with their CAM, AMN map, pseudo-mask and GT."""
+    from misc.report import plot_examples
+    from voc12.dataloader import VOCRoot, load_img_name_list
+    root = VOCRoot(Path(args.voc12_root))
+    ids = load_img_name_list(args.infer_list)[:n]
+    return plot_examples({i: root.image_path(i) for i in ids},
+                         {"CAM": args.cam_out_dir, "AMN": args.amn_cam_out_dir},
+                         {"pseudo-mask": args.sem_seg_out_dir, "ground truth": root.gt_dir()},
+                         out_png)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = resolve(build_parser().parse_args(argv))
     from misc import dist, session
+    from misc.report import write_report
     session.device(args)  # torchrun: set up the process group once, before any step
     if dist.is_main():
         save_run_config(args)
@@ -281,10 +331,11 @@ def main(argv: list[str] | None = None) -> dict:
             results[module] = importlib.import_module(f"step.{module}").run(args)
             timings[module] = time.time() - start
     if dist.is_main():
-        from misc.report import write_report
         report = Path(args.metrics_file).parent / "report.md"
-        session.log("\n" + write_report(args.metrics_file, timings, report))
-        session.log(f"report: {report}")
+        table = write_report(args.metrics_file, timings, report, list(STEPS.values()),
+                             examples_png=draw_examples(args, report.with_name("examples.png")))
+        session.log("\n" + table)
+        session.log(f"report: {report} (with threshold_curves.png, examples.png)")
     return {"timings": timings, "results": results}
 
 

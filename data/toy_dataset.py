@@ -34,6 +34,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
+from misc.imutils import voc_palette
+
+
 # ---- default sizes (tune here; the whole pipeline must run on a 2-core CPU in minutes) ----
 N_TRAIN_AUG = 320
 N_TRAIN = 100
@@ -96,19 +99,6 @@ def class_names(n_classes: int) -> list[str]:
     """Names describing each class's discriminative part, e.g. 'red_stripes'."""
     return [f"{PART_COLOURS[c][0]}_{PART_PATTERNS[c % len(PART_PATTERNS)]}"
             for c in range(n_classes)]
-
-
-def voc_palette() -> list[int]:
-    """The standard PASCAL VOC colour palette (768 ints; index 255 is (224, 224, 192))."""
-    palette = []
-    for i in range(256):
-        rgb, c = [0, 0, 0], i
-        for bit in range(8):
-            for ch in range(3):
-                rgb[ch] |= ((c >> ch) & 1) << (7 - bit)
-            c >>= 3
-        palette += rgb
-    return palette
 
 
 # ------------------------------------ drawing primitives ------------------------------------

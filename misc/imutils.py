@@ -5,7 +5,9 @@ operations take a `numpy.random.Generator` so that a data worker's stream is rep
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -14,17 +16,33 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 (H, W, 3) RGB (greyscale is replicated to 3 channels)."""
+@contextlib.contextmanager
+def _open_image(path: str | Path, decode: bool = True) -> Iterator[Image.Image]:
+    """PIL's Image.open with errors that name the file and the fix; `decode` reads the pixels
+    now, so that a truncated file fails here (the header alone is enough for the size)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {path} not found: check the dataset root and the list file")
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except Exception as err:
+            if decode:
+                img.load()
+            yield img
+    except OSError as err:  # PIL's UnidentifiedImageError and truncation errors are OSErrors
         raise ValueError(f"cannot decode image {path} ({err}): the file is corrupt; "
                          f"replace it or remove its id from the list") from err
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 (H, W, 3) RGB (greyscale is replicated to 3 channels)."""
+    with _open_image(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) of an image file, from its header."""
+    with _open_image(path, decode=False) as img:
+        return img.size[1], img.size[0]
 
 
 def pil_resize(img: np.ndarray, size: tuple[int, int], order: int) -> np.ndarray:
@@ -96,3 +114,16 @@ def crop_arrays(arrays: list[np.ndarray], fills: list[float], crop: int,
 
 def hwc_to_chw(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def voc_palette() -> list[int]:
+    """The standard PASCAL VOC colour palette (768 ints; index 255 is (224, 224, 192))."""
+    palette = []
+    for i in range(256):
+        rgb, c = [0, 0, 0], i
+        for bit in range(8):
+            for ch in range(3):
+                rgb[ch] |= ((c >> ch) & 1) << (7 - bit)
+            c >>= 3
+        palette += rgb
+    return palette

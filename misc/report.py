@@ -1,9 +1,15 @@
 """Reports from result/metrics.jsonl: the mIoU-vs-threshold curves of CAM and AMN seeds (the
-paper's central figure) and a small table of the latest numbers of each step."""
+paper's central figure), a small table of the latest numbers of each step, and a picture grid of
+a few images with their maps and masks."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
+
+from misc.artifacts import load_maps, load_png
+from misc.imutils import read_image, voc_palette
 
 
 def latest_records(metrics_file: str | Path) -> dict[str, dict]:
@@ -20,15 +26,12 @@ def latest_records(metrics_file: str | Path) -> dict[str, dict]:
 
 def plot_threshold_curves(metrics_file: str | Path, out_png: str | Path) -> Path | None:
     """Plot mIoU against the global threshold for eval_cam and eval_amn_cam (whichever exist)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = latest_records(metrics_file)
     curves = {name: records[step]["sweep"] for step, name in
               (("eval_cam", "CAM"), ("eval_amn_cam", "AMN")) if step in records}
     if not curves:
         return None
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
     for name, sweep in curves.items():
         ts = sorted(float(t) for t in sweep)
@@ -37,6 +40,72 @@ def plot_threshold_curves(metrics_file: str | Path, out_png: str | Path) -> Path
     ax.set_ylabel("seed mIoU (%)")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def foreground_heatmap(maps_file: Path) -> np.ndarray | None:
+    """(H, W) max over the foreground channels of a CAM / AMN map file (values in [0, 1]);
+    None when the file is missing. AMN files carry a background channel first: the foreground
+    channels are always the last len(keys)."""
+    if not maps_file.is_file():
+        return None
+    maps = load_maps(maps_file)
+    fg = maps["high_res"][len(maps["high_res"]) - len(maps["keys"]):]
+    return fg.max(0) if len(fg) else np.zeros(maps["high_res"].shape[1:], np.float32)
+
+
+def colour_labels(label: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 class indices -> (H, W, 3) uint8 VOC colours (255 = void in cream)."""
+    palette = np.asarray(voc_palette(), np.uint8).reshape(256, 3)
+    return palette[label]
+
+
+def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
+                  label_dirs: dict[str, Path], out_png: str | Path) -> Path | None:
+    """One row per image id: the image, then a heatmap column per entry of `heatmap_dirs`
+    (<dir>/<id>.npz map files, drawn over the image), then a colour-coded column per entry of
+    `label_dirs` (<dir>/<id>.png label maps). Columns whose files are missing are left out;
+    returns None when there is nothing but the images."""
+    ids = list(image_paths)
+    if not ids:
+        return None
+    heat_cols = {n: d for n, d in heatmap_dirs.items() if (Path(d) / f"{ids[0]}.npz").is_file()}
+    label_cols = {n: d for n, d in label_dirs.items() if (Path(d) / f"{ids[0]}.png").is_file()}
+    if not heat_cols and not label_cols:
+        return None
+    plt = _plt()
+    n_cols = 1 + len(heat_cols) + len(label_cols)
+    fig, axes = plt.subplots(len(ids), n_cols, figsize=(1.6 * n_cols, 1.6 * len(ids)), dpi=120,
+                             squeeze=False)
+    for row, img_id in enumerate(ids):
+        image = read_image(image_paths[img_id])
+        panels = [("image", image)]
+        for name, d in heat_cols.items():
+            heat = foreground_heatmap(Path(d) / f"{img_id}.npz")
+            if heat is not None:
+                rgb = plt.get_cmap("jet")(heat)[..., :3] * 255
+                panels.append((name, (0.5 * image + 0.5 * rgb).astype(np.uint8)))
+        for name, d in label_cols.items():
+            if (Path(d) / f"{img_id}.png").is_file():
+                panels.append((name, colour_labels(load_png(Path(d) / f"{img_id}.png"))))
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col < len(panels):
+                ax.imshow(panels[col][1])
+                if row == 0:
+                    ax.set_title(panels[col][0], fontsize=8)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -56,37 +125,64 @@ def threshold_table(metrics_file: str | Path) -> str:
     return "\n".join(rows)
 
 
-SUMMARY_ROWS = (("train_cam", "mAP", "CAM classifier mAP (val)"),
-                ("eval_cam", "miou", "CAM seed mIoU @ --cam_eval_thres"),
-                ("eval_cam", "best_miou", "CAM seed mIoU @ best threshold"),
-                ("cam_to_ir_label", "miou", "CAM IR label mIoU (255 ignored)"),
-                ("cam_to_ir_label", "coverage", "CAM IR label coverage"),
-                ("eval_amn_cam", "miou", "AMN seed mIoU @ --cam_eval_thres"),
-                ("eval_amn_cam", "best_miou", "AMN seed mIoU @ best threshold"),
-                ("amn_cam_to_ir_label", "miou", "AMN IR label mIoU (255 ignored)"),
-                ("amn_cam_to_ir_label", "coverage", "AMN IR label coverage"),
-                ("eval_sem_seg", "miou", "pseudo-mask mIoU"),
-                ("eval_seg", "miou", "DeepLab mIoU"))
+def _seed(name: str, r: dict) -> str:
+    return (f"{name} seed mIoU {100 * r['miou']:.1f} @ {r['threshold']:.2f}, "
+            f"best {100 * r['best_miou']:.1f} @ {r['best_threshold']:.2f}")
 
 
-def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: str | Path) -> str:
-    """Write result/report.md (numbers of the latest evaluations, seconds per step, the
-    threshold curves) and return its text."""
-    records = latest_records(metrics_file)
-    lines = ["| quantity | value |", "| --- | --- |"]
-    for step, key, label in SUMMARY_ROWS:
-        value = records.get(step, {}).get(key)
-        if value is not None:
-            shown = f"{value:.1f}" if key == "mAP" else f"{100 * value:.1f}"
-            thr = records[step].get("best_threshold" if key == "best_miou" else "threshold")
-            lines.append(f"| {label}{f' ({thr:.2f})' if thr is not None else ''} | {shown} |")
-    lines += ["", "| step | seconds |", "| --- | --- |"]
-    lines += [f"| {s} | {t:.1f} |" for s, t in timings.items()]
+def _ir(name: str, r: dict) -> str:
+    return f"{name} IR labels mIoU {100 * r['miou']:.1f} (255 ignored), coverage {100 * r['coverage']:.1f}%"
+
+
+def _loss(r: dict) -> str:
+    return f"final train loss {r['final_train_loss']:.3f}"
+
+
+# step -> its result, in words, from its latest metrics record
+RESULTS = {
+    "train_cam": lambda r: f"classifier val mAP {r['mAP']:.1f}" if "mAP" in r else _loss(r),
+    "eval_cam": lambda r: _seed("CAM", r),
+    "cam_to_ir_label": lambda r: _ir("CAM", r),
+    "train_amn": _loss,
+    "eval_amn_cam": lambda r: _seed("AMN", r),
+    "amn_cam_to_ir_label": lambda r: _ir("AMN", r),
+    "train_irn": _loss,
+    "eval_sem_seg": lambda r: f"pseudo-mask mIoU {100 * r['miou']:.1f} ({r['split']})",
+    "train_seg": _loss,
+    "eval_seg": lambda r: (f"DeepLab mIoU {100 * r['miou']:.1f} ({r['split']}"
+                           + (", CRF" if r.get("crf") else "")
+                           + (f"; {100 * r['miou_no_crf']:.1f} without" if "miou_no_crf" in r else "")
+                           + ")"),
+}
+
+
+def results_table(records: dict[str, dict], timings: dict[str, float],
+                  steps: list[str]) -> str:
+    """One markdown table: every step in `steps` that ran now or has a record, its seconds in
+    this run ('earlier' when its numbers come from a previous run) and its result."""
+    lines = ["| step | seconds | result |", "| --- | ---: | --- |"]
+    for step in steps:
+        if step not in timings and step not in records:
+            continue
+        seconds = f"{timings[step]:.1f}" if step in timings else "earlier"
+        result = RESULTS[step](records[step]) if step in RESULTS and step in records else ""
+        lines.append(f"| {step} | {seconds} | {result} |")
+    lines.append(f"| total | {sum(timings.values()):.1f} | |")
+    return "\n".join(lines)
+
+
+def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: str | Path,
+                 steps: list[str], examples_png: Path | None = None) -> str:
+    """Write result/report.md (the results table, the threshold curves and their plot, the
+    example grid when given) and return the results table."""
+    table = results_table(latest_records(metrics_file), timings, steps)
+    lines = [table]
     out_md = Path(out_md)
     png = plot_threshold_curves(metrics_file, out_md.with_name("threshold_curves.png"))
     if png is not None:
         lines += ["", threshold_table(metrics_file), "", f"![mIoU vs threshold]({png.name})"]
-    text = "\n".join(lines) + "\n"
+    if examples_png is not None:
+        lines += ["", f"![image, CAM, AMN map, pseudo-mask, ground truth]({examples_png.name})"]
     out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(text)
-    return text
+    out_md.write_text("\n".join(lines) + "\n")
+    return table

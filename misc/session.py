@@ -26,6 +26,15 @@ def id_list(path: str | Path) -> list[str]:
     return load_img_name_list(path)
 
 
+def train_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of misc.train.train shared by train_cam, train_amn and train_irn:
+    loader workers, seed, and the resumable state (every --checkpoint_every steps; a rerun
+    continues from it unless --resume False or --overwrite True)."""
+    return dict(num_workers=args.num_workers, seed=args.seed,
+                checkpoint_every=args.checkpoint_every or 0,
+                resume=args.resume and not args.overwrite)
+
+
 def device(args: argparse.Namespace) -> torch.device:
     return dist.init_distributed(getattr(args, "device", "auto"))
 

@@ -39,6 +39,12 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # per step, averaged over ranks
     seconds: float = 0.0
 
+    @property
+    def final_loss(self) -> float:
+        """Mean loss over the last tenth of the steps (a less noisy end-of-training value)."""
+        tail = self.losses[-max(1, len(self.losses) // 10):]
+        return sum(tail) / len(tail) if tail else float("nan")
+
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -37,7 +37,7 @@ from pydensecrf.utils import unary_from_softmax
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from data.toy_dataset import voc_palette
+from misc.imutils import voc_palette
 from misc import dist, imutils, session
 from misc.artifacts import append_metrics, atomic_path, load_checkpoint, load_png, save_png
 from misc.metrics import confusion_matrix, evaluate_label_pngs, summary

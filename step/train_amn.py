@@ -78,10 +78,10 @@ def run(args: argparse.Namespace) -> dict:
                         f"{100 * history[-1]:.2f}")
 
     result = train(model, amn_loss(args.eps), dataset, args.amn_batch_size, args.amn_num_epoches,
-                   make_optimizer, device, args.amn_weights_name, num_workers=args.num_workers,
-                   seed=args.seed, desc="train_amn", end_of_epoch=end_of_epoch)
+                   make_optimizer, device, args.amn_weights_name, desc="train_amn",
+                   end_of_epoch=end_of_epoch, **session.train_options(args))
     record = {"step": "train_amn", "seconds": round(result.seconds, 1),
-              "final_train_loss": float(np.mean(result.losses[-max(1, len(result.losses) // 10):])),
+              "final_train_loss": result.final_loss,
               "monitor_miou": history}
     if dist.is_main():
         append_metrics(args.metrics_file, record)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -69,10 +68,10 @@ def run(args: argparse.Namespace) -> dict:
                         f"mAP {100 * history[-1]['mAP']:.1f}")
 
     result = train(model, classification_loss, train_set, args.cam_batch_size, args.cam_num_epoches,
-                   make_optimizer, device, args.cam_weights_name, num_workers=args.num_workers,
-                   seed=args.seed, desc="train_cam", end_of_epoch=end_of_epoch)
+                   make_optimizer, device, args.cam_weights_name, desc="train_cam",
+                   end_of_epoch=end_of_epoch, **session.train_options(args))
     summary = {"step": "train_cam", "split": "val", "seconds": round(result.seconds, 1),
-               "final_train_loss": float(np.mean(result.losses[-max(1, len(result.losses) // 10):]))}
+               "final_train_loss": result.final_loss}
     if history:
         summary.update(val_loss=history[-1]["loss"], mAP=100 * history[-1]["mAP"])
     if dist.is_main():

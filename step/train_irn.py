@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from functools import lru_cache
 
-import numpy as np
 import torch
 
 from misc import dist, session
@@ -60,9 +59,9 @@ def run(args: argparse.Namespace) -> dict:
 
     result = train(model, make_loss_fn(labels.n_classes + 1), dataset, args.irn_batch_size,
                    args.irn_num_epoches, make_optimizer, device, args.irn_weights_name,
-                   num_workers=args.num_workers, seed=args.seed, desc="train_irn")
+                   **session.train_options(args), desc="train_irn")
     record = {"step": "train_irn", "seconds": round(result.seconds, 1),
-              "final_train_loss": float(np.mean(result.losses[-max(1, len(result.losses) // 10):]))}
+              "final_train_loss": result.final_loss}
     if dist.is_main():
         append_metrics(args.metrics_file, record)
         session.log(f"train_irn: wrote {args.irn_weights_name} in {result.seconds:.0f} s")

@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
                    resume=args.seg_resume and not args.overwrite)
     record = {"step": "train_seg", "labels": str(folder), "iterations": len(result.losses),
               "seconds": round(result.seconds, 1),
-              "final_train_loss": float(np.mean(result.losses[-max(1, len(result.losses) // 10):]))}
+              "final_train_loss": result.final_loss}
     if dist.is_main():
         append_metrics(args.metrics_file, record)
         session.log(f"train_seg: wrote {args.seg_weights_name} in {result.seconds:.0f} s")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import run_sample
-from data.toy_dataset import voc_palette
+from misc.imutils import voc_palette
 from misc import imutils
 from misc.artifacts import load_checkpoint, load_png, save_png
 from misc.optim import PolyOptimizer

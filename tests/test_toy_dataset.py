@@ -10,7 +10,8 @@ from PIL import Image
 from scipy import ndimage
 
 from data.toy_dataset import (MARKER, VOID, ToyConfig, build_toy_dataset, class_names,
-                              ensure_toy_dataset, voc_palette)
+                              ensure_toy_dataset)
+from misc.imutils import voc_palette
 
 TINY = ToyConfig.tiny()
 

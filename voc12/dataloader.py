@@ -182,9 +182,7 @@ class MultiScaleDataset(_IdDataset):
         self.scales = scales
 
     def image_size(self, index: int) -> tuple[int, int]:
-        from PIL import Image
-        with Image.open(self.root.image_path(self.ids[index])) as img:
-            return img.size[1], img.size[0]
+        return imutils.image_size(self.root.image_path(self.ids[index]))
 
     def __getitem__(self, index: int) -> dict:
         img = self.image(index)
