@@ -13,14 +13,16 @@ from misc.imutils import read_image, voc_palette
 
 
 def latest_records(metrics_file: str | Path) -> dict[str, dict]:
-    """The last record of each step in a metrics.jsonl file."""
+    """The last record of each step in a metrics.jsonl file (unreadable lines are skipped)."""
     records = {}
     path = Path(metrics_file)
     if path.is_file():
         for line in path.read_text().splitlines():
-            if line.strip():
+            try:
                 rec = json.loads(line)
                 records[rec["step"]] = rec
+            except (ValueError, KeyError, TypeError):  # blank, or cut short by a kill / full disk
+                continue
     return records
 
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from data.toy_dataset import ToyConfig, build_toy_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 torch.set_num_threads(2)
@@ -44,3 +46,31 @@ def fake_voc(tmp_path: Path) -> Path:
     root = tmp_path / "voc"
     write_fake_voc(root, [(48, 64), (48, 64), (40, 56), (64, 48)])
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_toy(tmp_path_factory):
+    return build_toy_dataset(tmp_path_factory.mktemp("toy") / "toy", ToyConfig.tiny())
+
+
+def flags(root: Path, out: Path, weights: Path) -> list[str]:
+    """run_sample.py flags for a seconds-long chain on the tiny toy dataset, outputs under `out`."""
+    lists = root / "ImageSets" / "Segmentation"
+    return ["--voc12_root", str(root), "--train_list", str(lists / "train_aug.txt"),
+            "--val_list", str(lists / "val.txt"), "--infer_list", str(lists / "train.txt"),
+            "--backbone_weights", str(weights), "--device", "cpu", "--num_workers", "1",
+            "--cam_crop_size", "64", "--cam_resize_long", "56", "72", "--cam_batch_size", "8",
+            "--cam_num_epoches", "1", "--cam_scales", "1.0", "0.5",
+            "--cam_weights_name", str(out / "sess" / "res50_cam.pth"),
+            "--cam_out_dir", str(out / "cam"), "--ir_label_out_dir", str(out / "ir_label"),
+            "--metrics_file", str(out / "metrics.jsonl"), "--log_name", str(out / "run"),
+            "--amn_crop_size", "64", "--amn_batch_size", "8", "--amn_num_epoches", "1",
+            "--amn_weights_name", str(out / "sess" / "res50_amn.pth"),
+            "--amn_cam_out_dir", str(out / "amn_cam"), "--amn_ir_label_out_dir",
+            str(out / "amn_ir_label"), "--irn_crop_size", "80", "--irn_batch_size", "8",
+            "--irn_num_epoches", "1", "--irn_weights_name", str(out / "sess" / "res50_irn.pth"),
+            "--sem_seg_out_dir", str(out / "sem_seg"), "--exp_times", "4",
+            "--seg_backbone", "resnet50", "--seg_crop_size", "32", "--seg_batch_size", "4",
+            "--seg_num_iters", "2", "--seg_train_list", str(lists / "train.txt"),
+            "--seg_weights_name", str(out / "sess" / "deeplabv2.pth"),
+            "--seg_pred_out_dir", str(out / "seg_pred")]

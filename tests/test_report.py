@@ -1,0 +1,47 @@
+"""The report: the results table from metrics.jsonl and the example picture grid."""
+import json
+
+import numpy as np
+from PIL import Image
+
+from misc.artifacts import save_maps, save_png
+from misc.report import foreground_heatmap, latest_records, plot_examples, results_table
+
+
+def test_table_takes_the_latest_record_and_survives_a_cut_line(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    old = {"step": "eval_sem_seg", "split": "train", "miou": 0.1}
+    new = {**old, "miou": 0.574}
+    metrics.write_text(json.dumps(old) + "\n" + json.dumps(new) + "\n" + '{"step": "eval_se')
+    records = latest_records(metrics)
+    assert records["eval_sem_seg"]["miou"] == 0.574
+    table = results_table(records, {"train_seg": 12.0}, ["eval_sem_seg", "train_seg", "eval_seg"])
+    assert "| eval_sem_seg | earlier | pseudo-mask mIoU 57.4 (train) |" in table
+    assert "| train_seg | 12.0 |" in table and "eval_seg" not in table
+    assert table.splitlines()[-1] == "| total | 12.0 | |"
+
+
+def test_heatmap_uses_foreground_channels_only(tmp_path):
+    fg = np.full((1, 4, 5), 0.3, np.float32)
+    save_maps(tmp_path / "cam.npz", np.array([2]), fg, fg)
+    amn = np.concatenate([np.ones_like(fg), fg])  # a saturated background channel first
+    save_maps(tmp_path / "amn.npz", np.array([2]), amn, amn)
+    for name in ("cam.npz", "amn.npz"):
+        np.testing.assert_allclose(foreground_heatmap(tmp_path / name), 0.3)
+    assert foreground_heatmap(tmp_path / "missing.npz") is None
+
+
+def test_example_grid_leaves_out_missing_columns(tmp_path):
+    images, cam = {}, tmp_path / "cam"
+    for i in ("a", "b"):
+        images[i] = tmp_path / f"{i}.jpg"
+        Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(images[i])
+        save_maps(cam / f"{i}.npz", np.array([0]), np.zeros((1, 6, 8), np.float32),
+                  np.ones((1, 24, 32), np.float32))
+        save_png(tmp_path / "gt" / f"{i}.png", np.ones((24, 32), np.uint8))
+    assert plot_examples(images, {"AMN": tmp_path / "none"}, {}, tmp_path / "x.png") is None
+    png = plot_examples(images, {"CAM": cam, "AMN": tmp_path / "none"},
+                        {"ground truth": tmp_path / "gt"}, tmp_path / "grid.png")
+    with Image.open(png) as grid:
+        width, height = grid.size
+    assert abs(width / height - 3 / 2) < 0.05  # two rows of 3 panels: image, CAM, ground truth
