@@ -38,9 +38,9 @@ from misc.imutils import voc_palette
 
 
 # ---- default sizes (tune here; the whole pipeline must run on a 2-core CPU in minutes) ----
-N_TRAIN_AUG = 320
+N_TRAIN_AUG = 240
 N_TRAIN = 100
-N_VAL = 100
+N_VAL = 80
 MIN_SIDE = 96
 MAX_SIDE = 128
 N_CLASSES = 6
