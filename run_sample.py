@@ -278,6 +278,8 @@ def save_run_config(args: argparse.Namespace) -> None:
     from importlib import metadata
 
     import torch
+
+    from misc.artifacts import atomic_path
     versions = {}
     for name in PACKAGES:
         try:
@@ -294,7 +296,8 @@ def save_run_config(args: argparse.Namespace) -> None:
             "cuda": torch.version.cuda if torch.cuda.is_available() else None}
     out = Path(args.metrics_file).parent
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps(info, indent=1, default=str))
+    with atomic_path(out / "run_config.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=1, default=str))
     with open(out / "runs.jsonl", "a") as f:
         f.write(json.dumps(info, default=str) + "\n")
 

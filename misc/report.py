@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from misc.artifacts import load_maps, load_png
+from misc.artifacts import atomic_path, load_maps, load_png
 from misc.imutils import read_image, voc_palette
 
 
@@ -42,12 +42,7 @@ def plot_threshold_curves(metrics_file: str | Path, out_png: str | Path) -> Path
     ax.set_ylabel("seed mIoU (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save_figure(fig, out_png)
 
 
 def _plt():
@@ -55,6 +50,15 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save_figure(fig, out_png: str | Path) -> Path:
+    """Write a matplotlib figure atomically and free it."""
+    fig.tight_layout()
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    _plt().close(fig)
+    return Path(out_png)
 
 
 def foreground_heatmap(maps_file: Path) -> np.ndarray | None:
@@ -108,12 +112,7 @@ def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
                 ax.imshow(panels[col][1])
                 if row == 0:
                     ax.set_title(panels[col][0], fontsize=8)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save_figure(fig, out_png)
 
 
 def threshold_table(metrics_file: str | Path) -> str:
@@ -185,6 +184,6 @@ def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: st
         lines += ["", threshold_table(metrics_file), "", f"![mIoU vs threshold]({png.name})"]
     if examples_png is not None:
         lines += ["", f"![image, CAM, AMN map, pseudo-mask, ground truth]({examples_png.name})"]
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text("\n".join(lines) + "\n")
+    with atomic_path(out_md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
     return table
