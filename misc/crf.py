@@ -1,9 +1,12 @@
-"""Dense CRF on hard label maps and the score-map -> confident IR label rule (spec §2.4, §2.5)."""
+"""Dense CRFs (on hard label maps for IR labels, on probabilities for DeepLab) and the
+score-map -> confident IR label rule (spec §2.4, §2.5; deeplab.md §4.2)."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
-from pydensecrf.utils import unary_from_labels
+from pydensecrf.utils import unary_from_labels, unary_from_softmax
 
 
 def crf_inference_label(img: np.ndarray, labels: np.ndarray, n_labels: int, t: int = 10,
@@ -24,6 +27,30 @@ def crf_inference_label(img: np.ndarray, labels: np.ndarray, n_labels: int, t: i
     d.addPairwiseBilateral(sxy=50, srgb=5, rgbim=rgb, compat=10)
     q = np.asarray(d.inference(t), np.float32)
     return np.argmax(q.reshape(n_labels, h, w), axis=0)
+
+
+# deeplab-pytorch CRF config: ITER_MAX, POS_W, POS_XY_STD, BI_W, BI_XY_STD, BI_RGB_STD
+CRF_DEFAULTS = (10, 3, 1, 4, 67, 3)
+
+
+def crf_inference_prob(img: np.ndarray, prob: np.ndarray,
+                       params: Sequence[float] = CRF_DEFAULTS) -> np.ndarray:
+    """Dense CRF on softmax probabilities; returns (H, W) int64 labels.
+
+    img: uint8 (H, W, 3) RGB; prob: (C, H, W) probabilities (unary = -log p, clipped at 1e-5);
+    params: (iterations, pos_w, pos_xy_std, bi_w, bi_xy_std, bi_rgb_std).
+    """
+    n_iter, pos_w, pos_xy, bi_w, bi_xy, bi_rgb = params
+    c, h, w = prob.shape
+    if img.shape != (h, w, 3):
+        raise ValueError(f"image {img.shape} does not fit probabilities {prob.shape}")
+    d = dcrf.DenseCRF2D(w, h, c)
+    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob)))
+    d.addPairwiseGaussian(sxy=pos_xy, compat=pos_w)
+    d.addPairwiseBilateral(sxy=bi_xy, srgb=bi_rgb, rgbim=np.array(img, np.uint8, order="C"),
+                           compat=bi_w)
+    q = np.asarray(d.inference(int(n_iter)), np.float32).reshape(c, h, w)
+    return np.argmax(q, axis=0)
 
 
 def compose_ir_label(fg_conf: np.ndarray, bg_conf: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+IGNORE = 255  # label value of void / unsure pixels
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -2,9 +2,6 @@
 amn_cam_to_ir_label both configure `make_ir_labels`)."""
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -14,16 +11,10 @@ from tqdm import tqdm
 from misc.artifacts import load_maps, save_png
 from misc.crf import ir_label_from_scores
 from misc.imutils import read_image
+from misc.workers import cpu_pool
 
 # (map path, image path, output path, fg_thres, bg_thres, drop_background_channel)
 Job = tuple[str, str, str, float, float, bool]
-
-
-def _one_thread() -> None:
-    """Pool initializer: keep every worker single-threaded (CPU CRF work is per process)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
 
 
 def _make_one(job: Job) -> str:
@@ -67,7 +58,7 @@ def make_ir_labels(ids: Sequence[str], map_dir: str | Path, image_dir: str | Pat
         else:
             workers = min(int(num_workers), len(jobs))
             chunk = max(1, min(16, len(jobs) // (workers * 4)))
-            with mp.get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+            with cpu_pool(workers) as pool:
                 for _ in pool.imap_unordered(_make_one, jobs, chunksize=chunk):
                     bar.update(1)
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from misc import dist
+from misc import dist, imutils
 
 
 def pil_nearest_indices(in_size: int, out_size: int, device=None) -> torch.Tensor:
@@ -69,3 +69,18 @@ def irn_loss(affinity: torch.Tensor, pair_disp: torch.Tensor, targets: torch.Ten
     terms = {"pos_bg": pos_bg, "pos_fg": pos_fg, "neg": neg_term, "dp_fg": dp_fg, "dp_bg": dp_bg}
     terms["total"] = (pos_bg / 2 + pos_fg / 2 + neg_term) / 2 + (dp_fg + dp_bg) / 2
     return terms
+
+
+def pixel_ce(logits: torch.Tensor, label: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """Cross-entropy of (B, C, h, w) logits against (B, h, w) labels (255 ignored).
+
+    Plain: mean over the non-ignored pixels of the global batch. Balanced (AdvCAM / AMN form):
+    1/2 mean over background pixels + 1/2 mean over foreground pixels; a term without pixels is
+    left out (0) instead of 0/0. Means use global-batch counts, so DDP gives the 1-process loss.
+    """
+    valid = label != imutils.IGNORE
+    per_pixel = F.cross_entropy(logits, torch.where(valid, label, 0), reduction="none")
+    if not balanced:
+        return global_masked_mean(per_pixel, valid)
+    return 0.5 * (global_masked_mean(per_pixel, label == 0)
+                  + global_masked_mean(per_pixel, valid & (label != 0)))

@@ -16,8 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from misc.artifacts import load_maps, load_png
-
-IGNORE = 255
+from misc.imutils import IGNORE
 
 
 def _check_range(name: str, values: np.ndarray, n_classes: int) -> None:

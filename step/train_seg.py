@@ -14,73 +14,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from misc import dist, imutils, session
-from misc.artifacts import append_metrics, load_png
-from misc.losses import downsample_labels, global_masked_mean
+from misc import dist, session
+from misc.artifacts import append_metrics
+from misc.losses import downsample_labels, pixel_ce
 from misc.optim import PolyOptimizer
 from misc.train import train
 from net.deeplabv2 import DeepLabV2
-from voc12.dataloader import SegmentationDataset
-
-IGNORE = 255
-
-
-class SegTrainDataset(SegmentationDataset):
-    """deeplab-pytorch's augmentation on (image, label PNG) pairs.
-
-    Returns dict(name, img float32 (3, crop, crop) ImageNet-normalised RGB, label uint8
-    (crop, crop) in {0..n_classes-1, 255}). Per-sample randomness is keyed by (seed, epoch, index).
-    """
-
-    def __init__(self, ids, root, labels, list_name, label_dir: str | Path, crop_size: int,
-                 scales: tuple[float, ...], n_classes: int, seed: int = 0):
-        super().__init__(ids, root, labels, list_name, label_dir, crop_size, rescale=None,
-                         seed=seed)
-        self.scales, self.n_classes = tuple(scales), n_classes
-
-    def __getitem__(self, index: int) -> dict:
-        rng, name = self.rng(index), self.ids[index]
-        img, label = self.image(index), load_png(self.label_dir / f"{name}.png")
-        if img.shape[:2] != label.shape:
-            raise ValueError(f"label {self.label_dir / name}.png is {label.shape}, its image "
-                             f"{img.shape[:2]}: labels must have the image's size")
-        bad = (label != IGNORE) & (label >= self.n_classes)
-        if bad.any():
-            raise ValueError(f"label {self.label_dir / name}.png holds values "
-                             f"{np.unique(label[bad])[:5].tolist()} >= {self.n_classes} classes")
-        s = self.scales[int(rng.integers(len(self.scales)))]
-        h, w = int(img.shape[0] * s), int(img.shape[1] * s)
-        x = torch.from_numpy(imutils.hwc_to_chw(imutils.normalize(img)))[None]
-        x = F.interpolate(x, (h, w), mode="bilinear", align_corners=False)[0]  # cv2 INTER_LINEAR
-        x = x.permute(1, 2, 0).numpy()
-        label = imutils.pil_resize(label, (h, w), 0)
-        pad_h, pad_w = max(self.crop_size - h, 0), max(self.crop_size - w, 0)
-        x = np.pad(x, ((0, pad_h), (0, pad_w), (0, 0)))  # 0 = the mean colour after normalising
-        label = np.pad(label, ((0, pad_h), (0, pad_w)), constant_values=IGNORE)
-        x, label = imutils.crop_arrays([x, label], [0.0, IGNORE], self.crop_size, rng)
-        x, label = imutils.random_lr_flip([x, label], rng)
-        return {"name": name, "img": torch.from_numpy(imutils.hwc_to_chw(x)),
-                "label": torch.from_numpy(np.ascontiguousarray(label))}
-
-
-def pixel_ce(logits: torch.Tensor, label: torch.Tensor, balanced: bool) -> torch.Tensor:
-    """Cross-entropy of (B, C, h, w) logits against (B, h, w) labels (255 ignored).
-
-    Plain: mean over the non-ignored pixels of the global batch. Balanced (AdvCAM / AMN form):
-    1/2 mean over background pixels + 1/2 mean over foreground pixels; a term without pixels is
-    left out (0) instead of 0/0. Means use global-batch counts, so DDP gives the 1-process loss.
-    """
-    valid = label != IGNORE
-    per_pixel = F.cross_entropy(logits, torch.where(valid, label, 0), reduction="none")
-    if not balanced:
-        return global_masked_mean(per_pixel, valid)
-    return 0.5 * (global_masked_mean(per_pixel, label == 0)
-                  + global_masked_mean(per_pixel, valid & (label != 0)))
-
+from voc12.dataloader import SegTrainDataset
 
 def msc_loss(balanced: bool):
     """Sum over the MSC outputs [l_1, l_0.5, l_0.75, l_max] of `pixel_ce` at each size."""

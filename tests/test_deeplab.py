@@ -16,8 +16,10 @@ from misc.optim import PolyOptimizer
 from misc.train import state_path, train
 from net.deeplabv2 import DeepLabV2, convert_deeplab_pytorch, convert_file
 from net.resnet50 import ResNet50
-from step.eval_seg import dense_crf
-from step.train_seg import SegTrainDataset, param_groups, pixel_ce
+from misc.crf import crf_inference_prob
+from misc.losses import pixel_ce
+from step.train_seg import param_groups
+from voc12.dataloader import SegTrainDataset
 from tests.conftest import write_fake_voc
 from voc12.dataloader import ClassLabels, VOCRoot
 
@@ -207,7 +209,7 @@ def test_crf_moves_a_misplaced_boundary_to_the_image_edge():
     prob[1] = np.where(np.arange(40) >= 14, 0.6, 0.4)[None]  # the logits put it at 14
     prob[0] = 1 - prob[1]
     raw = prob.argmax(0)
-    crf = dense_crf(img, prob)
+    crf = crf_inference_prob(img, prob)
     truth = np.broadcast_to(np.arange(40) >= 20, (40, 40))
     assert (raw == truth).mean() < 0.86
     assert (crf == truth).mean() > 0.98

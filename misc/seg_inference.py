@@ -1,0 +1,162 @@
+"""DeepLab-V2 inference over an image list (eval_seg's mechanism, spec/deeplab.md §4).
+
+Full-size images (no resize, no padding) through the MSC network; optional extra input scales
+and a mirrored copy average the softmax probabilities; logits are upsampled bilinearly
+(align_corners=False) to the image size; an optional dense CRF (on a CPU process pool) refines
+the probabilities; predictions are VOC palette PNGs. A finished folder carries .eval_seg.json
+(checkpoint identity, settings, id list): a rerun with the same checkpoint and settings skips
+inference, anything else redoes it.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from collections import deque
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from misc import dist, imutils, session
+from misc.artifacts import atomic_path, load_png, save_png
+from misc.crf import crf_inference_prob
+from misc.imutils import voc_palette
+from misc.metrics import confusion_matrix
+from misc.workers import cpu_pool
+from net.deeplabv2 import DeepLabV2
+from voc12.dataloader import VOCRoot
+
+MARKER = ".eval_seg.json"
+
+
+class _Images(Dataset):
+    """Label-free image list (test sets have no GT): dict(name, img float32 (3, H, W))."""
+
+    def __init__(self, ids: list[str], root: VOCRoot):
+        self.ids, self.root = ids, root
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        img = imutils.normalize(imutils.read_image(self.root.image_path(self.ids[i])))
+        return {"name": self.ids[i], "img": torch.from_numpy(imutils.hwc_to_chw(img))}
+
+
+@torch.inference_mode()
+def predict_probs(model: DeepLabV2, img: torch.Tensor, scales: Sequence[float] = (1.0,),
+                  flip: bool = False) -> torch.Tensor:
+    """(C, H, W) class probabilities of one normalised image (3, H, W): per view (input scale,
+    optional mirror) the MSC logits, bilinearly upsampled to (H, W), softmax; mean of views."""
+    h, w = img.shape[-2:]
+    total = 0
+    for s in scales:
+        x = img[None] if s == 1 else F.interpolate(img[None], scale_factor=s, mode="bilinear",
+                                                   align_corners=False)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        logits = model(x)
+        if flip:
+            logits = torch.stack([logits[0], logits[1].flip(-1)])
+        up = F.interpolate(logits, (h, w), mode="bilinear", align_corners=False)
+        total = total + F.softmax(up, dim=1).sum(0)
+    return total / (len(scales) * (2 if flip else 1))
+
+
+def _write(job: tuple) -> None:
+    """(labels or None, prob or None, image path, out path, crf params) -> palette PNG."""
+    labels, prob, image_path, out_path, params = job
+    if prob is not None:
+        labels = crf_inference_prob(imutils.read_image(image_path), prob, params)
+    save_png(out_path, labels.astype(np.uint8), voc_palette())
+
+
+def predict_folder(model: DeepLabV2, ids: list[str], root: VOCRoot, out_dir: Path,
+                   args: argparse.Namespace, device: torch.device, n_classes: int,
+                   gt_dir: Path | None = None) -> np.ndarray | None:
+    """Write out_dir/<id>.png for this rank's share of `ids`; CRF on a process pool when
+    --num_workers > 1. Returns this rank's no-CRF confusion against gt_dir (None without GT)."""
+    mine = dist.shard(ids)
+    params = tuple(args.seg_crf_params) if args.seg_crf else None
+    conf = np.zeros((n_classes, n_classes), np.int64) if gt_dir is not None else None
+    workers = int(args.num_workers)
+    loader = DataLoader(_Images(mine, root), batch_size=None, num_workers=workers)
+    pool = cpu_pool(workers) if params is not None and workers > 1 and len(mine) > 1 else None
+    pending: deque = deque()
+    try:
+        for sample in tqdm(loader, desc=f"eval_seg -> {out_dir.name}", disable=not dist.is_main()):
+            name = sample["name"]
+            prob = predict_probs(model, sample["img"].to(device), args.seg_infer_scales,
+                                 args.seg_infer_flip).cpu().numpy()
+            raw = prob.argmax(0)
+            if conf is not None:
+                conf += confusion_matrix(raw, load_png(gt_dir / f"{name}.png"), n_classes)
+            job = (None if params else raw, prob if params else None, str(root.image_path(name)),
+                   str(out_dir / f"{name}.png"), params)
+            if pool is None:
+                _write(job)
+                continue
+            pending.append(pool.apply_async(_write, (job,)))
+            while len(pending) > 2 * workers:
+                pending.popleft().get()
+        while pending:
+            pending.popleft().get()
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return conf
+
+
+def _settings(args: argparse.Namespace, ids: list[str]) -> dict:
+    """What the predictions of a folder depend on (compared with the folder's marker)."""
+    weights = Path(args.seg_weights_name).resolve()
+    st = weights.stat()
+    return {"weights": str(weights), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "backbone": args.seg_backbone, "style": args.seg_backbone_style,
+            "scales": list(args.seg_infer_scales), "flip": bool(args.seg_infer_flip),
+            "crf": list(args.seg_crf_params) if args.seg_crf else None,
+            "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest()}
+
+
+def _up_to_date(out_dir: Path, settings: dict, overwrite: bool) -> bool:
+    marker = out_dir / MARKER
+    try:
+        return not overwrite and json.loads(marker.read_text()) == settings
+    except (OSError, ValueError):
+        return False
+
+
+def _global_sum(conf: np.ndarray) -> np.ndarray:
+    """Sum of an int64 array over ranks (identity in one process)."""
+    if dist.world()[1] == 1:
+        return conf
+    t = dist.all_reduce_mean(torch.from_numpy(conf).double()) * dist.world()[1]
+    return t.round().long().numpy()
+
+
+def predict_list(model: DeepLabV2, list_name: str, root: VOCRoot, out_dir: Path,
+                 args: argparse.Namespace, device: torch.device, n_classes: int,
+                 gt_dir: Path | None) -> np.ndarray | None:
+    """Predict every id of a list file unless its folder is up to date; returns the no-CRF
+    confusion summed over ranks (None without GT or when nothing was inferred)."""
+    ids = session.id_list(list_name)
+    root.check_images(ids, list_name)
+    settings = _settings(args, ids)
+    if _up_to_date(out_dir, settings, args.overwrite):
+        session.log(f"eval_seg: {out_dir} is up to date with {args.seg_weights_name}; re-scoring")
+        return None
+    if dist.is_main():
+        (out_dir / MARKER).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    conf = predict_folder(model, ids, root, out_dir, args, device, n_classes, gt_dir)
+    conf = None if conf is None else _global_sum(conf)
+    dist.barrier()
+    if dist.is_main():
+        with atomic_path(out_dir / MARKER) as tmp:
+            tmp.write_text(json.dumps(settings))
+    return conf
