@@ -302,6 +302,13 @@ def save_run_config(args: argparse.Namespace) -> None:
         f.write(json.dumps(info, default=str) + "\n")
 
 
+def output_folders(args: argparse.Namespace) -> list[Path]:
+    """Every folder the steps write into (checkpoints, maps, labels, predictions, metrics)."""
+    files = [v for k, v in vars(args).items() if k.endswith("_weights_name") or k == "metrics_file"]
+    dirs = [v for k, v in vars(args).items() if k.endswith("_out_dir")]
+    return [Path(f).parent for f in files] + [Path(d) for d in dirs]
+
+
 def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path | None:
     """The first `n` images of the infer list with their CAM, AMN map, pseudo-mask and GT."""
     from misc.report import plot_examples
@@ -317,12 +324,17 @@ def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path |
 def main(argv: list[str] | None = None) -> dict:
     args = resolve(build_parser().parse_args(argv))
     from misc import dist, session
+    from misc.artifacts import remove_stale_temporaries
     from misc.report import write_report
     session.device(args)  # torchrun: set up the process group once, before any step
     if dist.is_main():
         save_run_config(args)
         session.tee_stdout(f"{args.log_name}.log")
         session.log(" ".join(sys.argv))
+        removed = remove_stale_temporaries(output_folders(args))
+        if removed:
+            session.log(f"removed {removed} temporary files left by an interrupted run")
+    dist.barrier()  # no rank writes before the clean-up is done
     timings, results = {}, {}
     for name, module in STEPS.items():
         if getattr(args, f"{name}_pass"):

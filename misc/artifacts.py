@@ -44,6 +44,18 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def remove_stale_temporaries(folders: list[str | Path]) -> int:
+    """Delete the temporary files a killed run left in `folders` (`atomic_path` names them
+    .<name>.<random>.tmp); returns how many. Call it before any writer starts."""
+    removed = 0
+    for folder in {Path(f) for f in folders}:
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def save_maps(path: str | Path, keys: np.ndarray, cam: np.ndarray, high_res: np.ndarray) -> None:
     """Write a CAM/AMN map file (.npz).
 

@@ -59,8 +59,11 @@ def test_killed_steps_resume_to_the_same_outputs(tiny_toy, tmp_path):
     final = out / "sess" / "res50_cam.pth"
     _kill_once(argv + train, out / "log.txt", state_path(final).is_file)
     assert not final.exists() and state_path(final).is_file()
+    (out / "sess" / ".res50_cam.pth.x1y2.tmp").write_bytes(b"half")  # as a kill mid-write leaves
     _run(argv + train, out / "log.txt")
     assert "resumed from" in (out / "log.txt").read_text()
+    assert "removed 1 temporary files" in (out / "log.txt").read_text()
+    assert not list((out / "sess").glob(".*.tmp"))
     assert not state_path(final).exists()
     a, b = (torch.load(p, weights_only=True) for p in (ref / "sess" / "res50_cam.pth", final))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
