@@ -128,8 +128,11 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
         dataset.set_epoch(epoch)
         done_in_epoch = step - epoch * per_epoch
         batches = _SkipFirst(sampler, done_in_epoch) if done_in_epoch else sampler
+        # the loader seeds its workers from its own generator, not the global RNG that dropout
+        # draws from: a resumed run then continues the global stream exactly
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
+                            pin_memory=device.type == "cuda", persistent_workers=False,
+                            generator=torch.Generator().manual_seed(seed * 10007 + epoch))
         todo = min(len(batches), total - step)
         bar = tqdm(itertools.islice(loader, todo), total=todo,
                    desc=f"{desc} {epoch + 1}/{epochs}", disable=not dist.is_main())

@@ -292,7 +292,8 @@ class _Toy(torch.utils.data.Dataset):
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
     def run(out, fail_at=None):
         torch.manual_seed(0)
-        model = torch.nn.Linear(3, 1)
+        # dropout draws from the global RNG, which the resumed run must continue exactly
+        model = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(3, 1))
         calls = []
 
         def loss_fn(m, batch):
@@ -303,15 +304,15 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
 
         make = lambda n: PolyOptimizer(model.parameters(), 0.1, 1e-4, n, momentum=0.9, update_every=2)
         result = train(model, loss_fn, _Toy(), 2, 1, make, torch.device("cpu"), out,
-                       max_steps=7, checkpoint_every=2, resume=True)
+                       num_workers=1, max_steps=7, checkpoint_every=2, resume=True)
         return result, model
 
     full, model_full = run(tmp_path / "a.pth")
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b.pth", fail_at=6)  # killed during step 6; state saved after step 4
+        run(tmp_path / "b.pth", fail_at=6)  # killed in step 6; state saved after step 4 (mid-epoch)
     assert state_path(tmp_path / "b.pth").is_file()
     resumed, model_resumed = run(tmp_path / "b.pth")
     assert len(full.losses) == len(resumed.losses) == 7
     np.testing.assert_allclose(resumed.losses, full.losses, rtol=1e-6)
-    assert torch.equal(model_resumed.weight, model_full.weight)
+    assert torch.equal(model_resumed[1].weight, model_full[1].weight)
     assert not state_path(tmp_path / "b.pth").exists()
