@@ -321,11 +321,11 @@ def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path |
                          out_png)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = resolve(build_parser().parse_args(argv))
+def start_run(args: argparse.Namespace) -> None:
+    """Before any step: the process group, the run's record and log, and the clean-up of
+    temporaries a killed run left behind."""
     from misc import dist, session
     from misc.artifacts import remove_stale_temporaries
-    from misc.report import write_report
     session.device(args)  # torchrun: set up the process group once, before any step
     if dist.is_main():
         save_run_config(args)
@@ -335,6 +335,24 @@ def main(argv: list[str] | None = None) -> dict:
         if removed:
             session.log(f"removed {removed} temporary files left by an interrupted run")
     dist.barrier()  # no rank writes before the clean-up is done
+
+
+def finish_run(args: argparse.Namespace, timings: dict[str, float]) -> None:
+    """After the steps: result/report.md with its pictures, and the table printed."""
+    from misc import dist, session
+    from misc.report import write_report
+    if dist.is_main():
+        report = Path(args.metrics_file).parent / "report.md"
+        table = write_report(args.metrics_file, timings, report, list(STEPS.values()),
+                             examples_png=draw_examples(args, report.with_name("examples.png")))
+        session.log("\n" + table)
+        session.log(f"report: {report} (with threshold_curves.png, examples.png)")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = resolve(build_parser().parse_args(argv))
+    start_run(args)
+    from misc import session
     timings, results = {}, {}
     for name, module in STEPS.items():
         if getattr(args, f"{name}_pass"):
@@ -346,12 +364,7 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.time()
             results[module] = importlib.import_module(f"step.{module}").run(args)
             timings[module] = time.time() - start
-    if dist.is_main():
-        report = Path(args.metrics_file).parent / "report.md"
-        table = write_report(args.metrics_file, timings, report, list(STEPS.values()),
-                             examples_png=draw_examples(args, report.with_name("examples.png")))
-        session.log("\n" + table)
-        session.log(f"report: {report} (with threshold_curves.png, examples.png)")
+    finish_run(args, timings)
     return {"timings": timings, "results": results}
 
 
