@@ -6,6 +6,7 @@ operations take a `numpy.random.Generator` so that a data worker's stream is rep
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 from typing import Iterator
 
@@ -117,8 +118,8 @@ def hwc_to_chw(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
-def voc_palette() -> list[int]:
-    """The standard PASCAL VOC colour palette (768 ints; index 255 is (224, 224, 192))."""
+@functools.lru_cache(maxsize=1)
+def _voc_palette() -> tuple[int, ...]:
     palette = []
     for i in range(256):
         rgb, c = [0, 0, 0], i
@@ -127,4 +128,10 @@ def voc_palette() -> list[int]:
                 rgb[ch] |= ((c >> ch) & 1) << (7 - bit)
             c >>= 3
         palette += rgb
-    return palette
+    return tuple(palette)
+
+
+def voc_palette() -> list[int]:
+    """The standard PASCAL VOC colour palette (768 ints; index 255 is (224, 224, 192)),
+    computed once (every palette PNG needs it)."""
+    return list(_voc_palette())

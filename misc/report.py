@@ -95,23 +95,23 @@ def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
     n_cols = 1 + len(heat_cols) + len(label_cols)
     fig, axes = plt.subplots(len(ids), n_cols, figsize=(1.6 * n_cols, 1.6 * len(ids)), dpi=120,
                              squeeze=False)
+    titles = ["image", *heat_cols, *label_cols]
     for row, img_id in enumerate(ids):
         image = read_image(image_paths[img_id])
-        panels = [("image", image)]
-        for name, d in heat_cols.items():
+        panels = [image]  # None where this image's file is missing: its cell stays blank
+        for d in heat_cols.values():
             heat = foreground_heatmap(Path(d) / f"{img_id}.npz")
-            if heat is not None:
-                rgb = plt.get_cmap("jet")(heat)[..., :3] * 255
-                panels.append((name, (0.5 * image + 0.5 * rgb).astype(np.uint8)))
-        for name, d in label_cols.items():
-            if (Path(d) / f"{img_id}.png").is_file():
-                panels.append((name, colour_labels(load_png(Path(d) / f"{img_id}.png"))))
-        for col, ax in enumerate(axes[row]):
+            rgb = None if heat is None else plt.get_cmap("jet")(heat)[..., :3] * 255
+            panels.append(None if rgb is None else (0.5 * image + 0.5 * rgb).astype(np.uint8))
+        for d in label_cols.values():
+            png = Path(d) / f"{img_id}.png"
+            panels.append(colour_labels(load_png(png)) if png.is_file() else None)
+        for ax, panel, title in zip(axes[row], panels, titles):
             ax.axis("off")
-            if col < len(panels):
-                ax.imshow(panels[col][1])
-                if row == 0:
-                    ax.set_title(panels[col][0], fontsize=8)
+            if panel is not None:
+                ax.imshow(panel)
+            if row == 0:
+                ax.set_title(title, fontsize=8)
     return _save_figure(fig, out_png)
 
 

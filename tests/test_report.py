@@ -45,3 +45,8 @@ def test_example_grid_leaves_out_missing_columns(tmp_path):
     with Image.open(png) as grid:
         width, height = grid.size
     assert abs(width / height - 3 / 2) < 0.05  # two rows of 3 panels: image, CAM, ground truth
+    (cam / "b.npz").unlink()  # a map missing for one image: a blank cell, the columns stay put
+    png = plot_examples(images, {"CAM": cam}, {"ground truth": tmp_path / "gt"},
+                        tmp_path / "grid2.png")
+    with Image.open(png) as grid:
+        assert grid.size == (width, height)
