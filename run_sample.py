@@ -33,12 +33,10 @@ STEPS = {"train_cam": "train_cam", "make_cam": "make_cam", "eval_cam": "eval_cam
          "make_sem_seg": "make_sem_seg_labels", "eval_sem_seg": "eval_sem_seg",
          "train_seg": "train_seg", "eval_seg": "eval_seg"}
 
-# Toy DeepLab (ResNet-50): about 0.6 s per iteration on 2 idle CPU cores, so ~1.5 min of training.
-TOY_SEG_CROP, TOY_SEG_BATCH, TOY_SEG_ITERS = 64, 4, 150
-
-# Size flags whose default depends on the dataset (VOC values are the reference's).
+# Size flags whose default depends on --profile (voc12 values are the reference's); the help
+# texts of these flags are generated from this table.
 PROFILES = {
-    "voc": dict(cam_crop_size=512, cam_resize_long=(320, 640), cam_batch_size=16,
+    "voc12": dict(cam_crop_size=512, cam_resize_long=(320, 640), cam_batch_size=16,
                 cam_num_epoches=5, infer_batch_size=8, amn_crop_size=512, amn_batch_size=16,
                 amn_num_epoches=5, irn_crop_size=512, irn_batch_size=32, irn_num_epoches=3,
                 seg_backbone="resnet101", seg_crop_size=321, seg_batch_size=10,
@@ -49,14 +47,31 @@ PROFILES = {
     "toy": dict(cam_crop_size=128, cam_resize_long=(96, 160), cam_batch_size=16,
                 cam_num_epoches=8, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
                 amn_num_epoches=5, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=5,
-                seg_backbone="resnet50", seg_crop_size=TOY_SEG_CROP, seg_batch_size=TOY_SEG_BATCH,
-                seg_num_iters=TOY_SEG_ITERS, checkpoint_every=10,
+                # DeepLab ResNet-50: ~0.6 s per iteration on 2 idle CPU cores, ~1.5 min in all
+                seg_backbone="resnet50", seg_crop_size=64, seg_batch_size=4,
+                seg_num_iters=150, checkpoint_every=10,
                 # ~100 steps instead of ~3300: momentum and 10x Adam rates make up for it
                 poly_momentum=0.9, cam_learning_rate=0.03, amn_learning_rate=5e-5,
                 amn_head_learning_rate=1e-3, irn_learning_rate=0.03,
                 # stride-4 maps of ~28x28 instead of ~94x125: a 16-step walk, not 256
                 exp_times=4),
 }
+
+
+# default lists per --dataset (paths relative to the repository); the toy root carries its own
+DATASET_LISTS = {
+    "voc12": dict(train_list="voc12/train_aug.txt", val_list="voc12/val.txt",
+                  infer_list="voc12/train.txt"),
+}
+
+
+def profile_help(key: str, what: str = "") -> str:
+    """`what`, then the flag's default under each profile, e.g. "512 (voc12), 128 (toy)"."""
+    values = []
+    for name, profile in PROFILES.items():
+        v = profile[key]
+        values.append(f"{' '.join(map(str, v)) if isinstance(v, tuple) else v} ({name})")
+    return (f"{what}; " if what else "") + "default by --profile: " + ", ".join(values)
 
 
 def str2bool(v: str) -> bool:
@@ -72,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     # Environment
     a("--num_workers", default=max(1, (os.cpu_count() or 2) // 2), type=int)
+    a("--dataset", default="voc12", choices=("voc12",),
+      help="the data layer: voc12 (any VOC-layout root, the toy dataset included)")
+    a("--profile", default=None, choices=tuple(PROFILES),
+      help="the size defaults (crops, batches, epochs, rates, walk length, DeepLab): voc12 = "
+           "the reference's; toy = the embedded toy dataset's, also for a small VOC-layout root "
+           "of your own; default: toy without --voc12_root, else the --dataset's")
     a("--voc12_root", default=None, type=str,
       help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets); default: the toy dataset")
     a("--cls_labels", default=None, type=str,
@@ -85,25 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     a("--overwrite", default=False, type=str2bool, help="redo outputs that already exist")
     a("--checkpoint_every", default=None, type=int,
       help="train_cam, train_amn, train_irn: write a resumable training state every N steps "
-           "(0: never); 200 (VOC), 10 (toy)")
+           "(0: never)")
     a("--resume", default=True, type=str2bool,
       help="continue a killed train_cam/amn/irn from its state file (ignored with --overwrite True)")
     # Dataset
-    a("--train_list", default=None, type=str, help="default voc12/train_aug.txt")
+    a("--train_list", default=None, type=str,
+      help="training list of train_cam/amn/irn and the maps' list; default voc12/train_aug.txt")
     a("--val_list", default=None, type=str, help="default voc12/val.txt")
-    a("--infer_list", default=None, type=str, help="default voc12/train.txt")
+    a("--infer_list", default=None, type=str,
+      help="pseudo-mask list of make_sem_seg_labels; default voc12/train.txt")
     a("--chainer_eval_set", default="train", type=str)
     # Class activation map
     a("--cam_network", default="net.resnet50_cam", type=str)
-    a("--cam_crop_size", default=None, type=int, help="512 (VOC), 128 (toy)")
-    a("--cam_resize_long", default=None, type=int, nargs=2, help="320 640 (VOC), 96 160 (toy)")
-    a("--cam_batch_size", default=None, type=int, help="16")
-    a("--cam_num_epoches", default=None, type=int, help="5 (VOC), 8 (toy)")
-    a("--cam_learning_rate", default=None, type=float, help="0.1 (VOC), 0.03 (toy)")
+    a("--cam_crop_size", default=None, type=int)
+    a("--cam_resize_long", default=None, type=int, nargs=2)
+    a("--cam_batch_size", default=None, type=int)
+    a("--cam_num_epoches", default=None, type=int)
+    a("--cam_learning_rate", default=None, type=float)
     a("--cam_weight_decay", default=1e-4, type=float)
     a("--poly_momentum", default=None, type=float,
       help="SGD momentum of the poly optimiser (train_cam, train_irn); -1 = the reference quirk "
-           "(momentum = weight decay), the VOC default; the toy default is 0.9")
+           "(momentum = weight decay, docs/quirks.md)")
     a("--cam_eval_thres", default=0.25, type=float)
     a("--cam_scales", default=(1.0, 0.5, 1.5, 2.0), type=float, nargs="+")
     a("--infer_batch_size", default=None, type=int, help="equal-size images per forward pass")
@@ -111,14 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
       help="thresholds evaluated in the same pass as --cam_eval_thres")
     # AMN
     a("--amn_network", default="net.resnet50_amn", type=str)
-    a("--amn_crop_size", default=None, type=int, help="512 (VOC), 128 (toy)")
-    a("--amn_batch_size", default=None, type=int, help="16")
-    a("--amn_num_epoches", default=None, type=int, help="5")
+    a("--amn_crop_size", default=None, type=int)
+    a("--amn_batch_size", default=None, type=int)
+    a("--amn_num_epoches", default=None, type=int)
     a("--amn_rescale", default=(0.5, 1.5), type=float, nargs=2)
     a("--amn_learning_rate", default=None, type=float,
-      help="Adam lr of the backbone: 5e-6 (VOC), 5e-5 (toy)")
+      help="Adam lr of the backbone")
     a("--amn_head_learning_rate", default=None, type=float,
-      help="Adam lr of the label encoder and the ASPP classifier: 1e-4 (VOC), 1e-3 (toy)")
+      help="Adam lr of the label encoder and the ASPP classifier")
     a("--amn_weight_decay", default=1e-4, type=float)
     a("--eps", default=0.4, type=float, help="label smoothing of the per-pixel loss")
     a("--amn_dropout", default=0.1, type=float, help="dropout before the ASPP classifier")
@@ -136,21 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     a("--amn_conf_bg_thres", default=0.15, type=float, help="amn_cam_to_ir_label")
     # Inter-pixel relation network (IRNet)
     a("--irn_network", default="net.resnet50_irn", type=str)
-    a("--irn_crop_size", default=None, type=int, help="512 (VOC), 128 (toy); also the padding "
-      "size of IRN inference")
-    a("--irn_batch_size", default=None, type=int, help="32 (VOC), 16 (toy)")
-    a("--irn_num_epoches", default=None, type=int, help="3")
-    a("--irn_learning_rate", default=None, type=float, help="0.1 (VOC), 0.03 (toy)")
+    a("--irn_crop_size", default=None, type=int, help="also the padding size of IRN inference")
+    a("--irn_batch_size", default=None, type=int)
+    a("--irn_num_epoches", default=None, type=int)
+    a("--irn_learning_rate", default=None, type=float)
     a("--irn_weight_decay", default=1e-4, type=float)
     # Random walk (typed, unlike the reference: spec Q13)
     a("--beta", default=10.0, type=float)
     a("--exp_times", default=None, type=int,
-      help="the walk takes 2^exp_times steps: 8 (VOC), 4 (toy)")
+      help="the walk takes 2^exp_times steps")
     a("--sem_seg_power", default=1.3, type=float, help="power on the AMN seeds before the walk")
     a("--sem_seg_bg_thres", default=0.25, type=float)
     # Segmentation network (DeepLab-V2, spec/deeplab.md)
     a("--seg_backbone", default=None, choices=("resnet101", "resnet50"),
-      help="resnet101 (VOC), resnet50 (toy)")
+      help="DeepLab backbone")
     a("--seg_backbone_style", default="torchvision", choices=("torchvision", "caffe"),
       help="caffe: deeplab-pytorch / Caffe-origin weights converted by `python -m net.deeplabv2 "
            "convert` (stride in the 1x1, ceil-mode pool, BGR mean-subtracted input)")
@@ -163,12 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seg_train_list", default=None, type=str,
       help="default --train_list (VOC: make_sem_seg must have run on it), the toy's --infer_list")
     a("--seg_eval_list", default=None, type=str, help="default --val_list")
-    a("--seg_crop_size", default=None, type=int, help=f"321 (VOC), {TOY_SEG_CROP} (toy)")
+    a("--seg_crop_size", default=None, type=int)
     a("--seg_scales", default=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0), type=float, nargs="+",
       help="training rescale factors, one drawn per sample (AdvCAM's set)")
     a("--seg_batch_size", default=None, type=int,
-      help=f"images per update: 10 (VOC, in one pass), {TOY_SEG_BATCH} (toy)")
-    a("--seg_num_iters", default=None, type=int, help=f"30000 (VOC), {TOY_SEG_ITERS} (toy)")
+      help="images per update (in one pass)")
+    a("--seg_num_iters", default=None, type=int)
     a("--seg_learning_rate", default=2.5e-4, type=float,
       help="backbone lr; ASPP weights 10x, biases 20x")
     a("--seg_momentum", default=0.9, type=float)
@@ -210,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Step
     for name in STEPS:
         a(f"--{name}_pass", default=None, type=str2bool)
+    for action in p._actions:  # one source for the per-profile defaults
+        if action.dest in PROFILES["voc12"]:
+            action.help = profile_help(action.dest, action.help or "")
     return p
 
 
@@ -224,22 +249,23 @@ def prepare_toy(args: argparse.Namespace) -> None:
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill dataset-dependent defaults; build the toy dataset and backbone when no root is given."""
-    toy = args.voc12_root is None
+    """Fill dataset- and profile-dependent defaults; build the toy dataset and backbone when no
+    root is given; check the dataset root before anything is written."""
+    toy = args.dataset == "voc12" and args.voc12_root is None
     if toy:
         prepare_toy(args)
-    from voc12.dataloader import VOCRoot
-    VOCRoot(Path(args.voc12_root))  # fail fast, before anything is written
-    lists = Path(args.voc12_root) / "ImageSets" / "Segmentation" if toy else REPO / "voc12"
-    for flag, name in (("train_list", "train_aug"), ("val_list", "val"), ("infer_list", "train")):
-        if getattr(args, flag) is None:
-            setattr(args, flag, str(lists / f"{name}.txt"))
+    from step.common import dataset
+    from voc12.dataloader import default_cls_labels
+    if args.dataset == "voc12" and args.cls_labels is None:
+        args.cls_labels = str(default_cls_labels(Path(args.voc12_root)))
+    data = dataset(args)  # fail fast on a bad root
+    for flag, path in DATASET_LISTS[args.dataset].items():
+        if getattr(args, flag) is None:  # the toy root carries its own lists
+            setattr(args, flag, str(data.split_list(Path(path).stem) if toy else REPO / path))
     if args.seg_train_list is None:  # the toy chain makes pseudo-masks for its infer list only
         args.seg_train_list = args.infer_list if toy else args.train_list
-    if args.cls_labels is None:  # a root may carry its own labels (the toy dataset does)
-        own = Path(args.voc12_root) / "cls_labels.csv"
-        args.cls_labels = str(own if own.is_file() else REPO / "voc12" / "cls_labels.csv")
-    for key, value in PROFILES["toy" if toy else "voc"].items():
+    args.profile = args.profile or ("toy" if toy else args.dataset)
+    for key, value in PROFILES[args.profile].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.poly_momentum < 0:
@@ -247,8 +273,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     for kind in ("fg", "bg"):  # the reference's shared flags override the per-step values
         if getattr(args, f"conf_{kind}_thres") is not None:
             for step in ("cam", "amn"):
-                if hasattr(args, f"{step}_conf_{kind}_thres"):
-                    setattr(args, f"{step}_conf_{kind}_thres", getattr(args, f"conf_{kind}_thres"))
+                setattr(args, f"{step}_conf_{kind}_thres", getattr(args, f"conf_{kind}_thres"))
     passes = {name: getattr(args, f"{name}_pass") for name in STEPS}
     run_all = all(v is None for v in passes.values())
     for name in STEPS:
@@ -312,55 +337,58 @@ def output_folders(args: argparse.Namespace) -> list[Path]:
 def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path | None:
     """The first `n` images of the infer list with their CAM, AMN map, pseudo-mask and GT."""
     from misc.report import plot_examples
-    from voc12.dataloader import VOCRoot, load_img_name_list
-    root = VOCRoot(Path(args.voc12_root))
-    ids = load_img_name_list(args.infer_list)[:n]
-    return plot_examples({i: root.image_path(i) for i in ids},
+    from step.common import dataset, id_list
+    data = dataset(args)
+    ids = id_list(args.infer_list)[:n]
+    return plot_examples({i: data.image_path(i) for i in ids},
                          {"CAM": args.cam_out_dir, "AMN": args.amn_cam_out_dir},
-                         {"pseudo-mask": args.sem_seg_out_dir, "ground truth": root.gt_dir()},
+                         {"pseudo-mask": args.sem_seg_out_dir, "ground truth": data.gt_dir()},
                          out_png)
 
 
 def start_run(args: argparse.Namespace) -> None:
     """Before any step: the process group, the run's record and log, and the clean-up of
     temporaries a killed run left behind."""
-    from misc import dist, session
+    from misc import dist
     from misc.artifacts import remove_stale_temporaries
-    session.device(args)  # torchrun: set up the process group once, before any step
+    from misc.log import log, tee_stdout
+    from step.common import device
+    device(args)  # torchrun: set up the process group once, before any step
     if dist.is_main():
         save_run_config(args)
-        session.tee_stdout(f"{args.log_name}.log")
-        session.log(" ".join(sys.argv))
+        tee_stdout(f"{args.log_name}.log")
+        log(" ".join(sys.argv))
         removed = remove_stale_temporaries(output_folders(args))
         if removed:
-            session.log(f"removed {removed} temporary files left by an interrupted run")
+            log(f"removed {removed} temporary files left by an interrupted run")
     dist.barrier()  # no rank writes before the clean-up is done
 
 
 def finish_run(args: argparse.Namespace, timings: dict[str, float]) -> None:
     """After the steps: result/report.md with its pictures, and the table printed."""
-    from misc import dist, session
+    from misc import dist
+    from misc.log import log
     from misc.report import write_report
     if dist.is_main():
         report = Path(args.metrics_file).parent / "report.md"
         table = write_report(args.metrics_file, timings, report, list(STEPS.values()),
                              examples_png=draw_examples(args, report.with_name("examples.png")))
-        session.log("\n" + table)
-        session.log(f"report: {report} (with threshold_curves.png, examples.png)")
+        log("\n" + table)
+        log(f"report: {report} (with threshold_curves.png, examples.png)")
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = resolve(build_parser().parse_args(argv))
     start_run(args)
-    from misc import session
+    from misc.log import log
     timings, results = {}, {}
     for name, module in STEPS.items():
         if getattr(args, f"{name}_pass"):
             if already_trained(args, name):
-                session.log(f"== {module}: {getattr(args, TRAINED[name])} exists, kept "
+                log(f"== {module}: {getattr(args, TRAINED[name])} exists, kept "
                             f"(--overwrite True to retrain)")
                 continue
-            session.log(f"== {module}")
+            log(f"== {module}")
             start = time.time()
             results[module] = importlib.import_module(f"step.{module}").run(args)
             timings[module] = time.time() - start

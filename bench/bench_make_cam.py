@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 from misc.artifacts import load_maps
 from misc.multiscale import cam_merge, run_multiscale_inference
 from net.resnet50_cam import Net
-from voc12.dataloader import ClassLabels, MultiScaleDataset, VOCRoot
+from misc.samples import MultiScaleDataset
+from voc12.dataloader import VOCDataset
 
 SCALES = (1.0, 0.5, 1.5, 2.0)
 N_CLASSES = 20
@@ -154,8 +155,9 @@ def main() -> None:
         tmp = Path(tmp)
         sizes = image_sizes(args.n_images, *args.size)
         ids = write_dataset(tmp / "voc", sizes)
-        labels = ClassLabels.from_csv(tmp / "voc" / "cls_labels.csv")
-        dataset = MultiScaleDataset(ids, VOCRoot(tmp / "voc"), labels, "bench", SCALES)
+        voc = VOCDataset(tmp / "voc")
+        labels = voc.labels
+        dataset = MultiScaleDataset(ids, voc, "bench", SCALES)
         ref_dir, our_dir = tmp / "ref", tmp / "ours"
         ref_dir.mkdir()
 

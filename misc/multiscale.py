@@ -20,7 +20,7 @@ from tqdm import tqdm
 from misc import dist
 from misc.artifacts import load_png, save_maps
 from misc.imutils import pil_resize
-from voc12.dataloader import MultiScaleDataset
+from misc.samples import MultiScaleDataset
 
 # forward(x (2B,3,h,w) normalised, labels (2B,C)) -> (2B, C', h', w') scores or logits
 ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -4,17 +4,18 @@ Full-size images (no resize, no padding) through the MSC network; optional extra
 and a mirrored copy average the softmax probabilities; logits are upsampled bilinearly
 (align_corners=False) to the image size; an optional dense CRF (on a CPU process pool) refines
 the probabilities; predictions are VOC palette PNGs. A finished folder carries .eval_seg.json
-(checkpoint identity, settings, id list): a rerun with the same checkpoint and settings skips
-inference, anything else redoes it.
+(what made it: the caller's record of the checkpoint, the settings, the id list): a rerun with the
+same record skips inference, anything else redoes it.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import hashlib
 import json
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,34 +23,46 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from misc import dist, imutils, session
+from misc import dist, imutils
 from misc.artifacts import atomic_path, load_png, save_png
 from misc.crf import crf_inference_prob
 from misc.imutils import voc_palette
+from misc.log import log
 from misc.metrics import confusion_matrix
 from misc.workers import cpu_pool
-from net.deeplabv2 import DeepLabV2
-from voc12.dataloader import VOCRoot
 
 MARKER = ".eval_seg.json"
+
+# A segmentation network: normalised images (B, 3, H, W) -> logits (B, n_classes, h, w).
+SegNet = torch.nn.Module
+
+
+@dataclass(frozen=True)
+class SegInferSettings:
+    """How predictions are made: extra input scales, a mirrored view, the dense CRF
+    (ITER, POS_W, POS_XY, BI_W, BI_XY, BI_RGB, or None for no CRF) and CPU workers."""
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    crf_params: tuple[float, ...] | None = None
+    num_workers: int = 1
 
 
 class _Images(Dataset):
     """Label-free image list (test sets have no GT): dict(name, img float32 (3, H, W))."""
 
-    def __init__(self, ids: list[str], root: VOCRoot):
-        self.ids, self.root = ids, root
+    def __init__(self, ids: list[str], image_path: Callable[[str], Path]):
+        self.ids, self.image_path = ids, image_path
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict:
-        img = imutils.normalize(imutils.read_image(self.root.image_path(self.ids[i])))
+        img = imutils.normalize(imutils.read_image(self.image_path(self.ids[i])))
         return {"name": self.ids[i], "img": torch.from_numpy(imutils.hwc_to_chw(img))}
 
 
 @torch.inference_mode()
-def predict_probs(model: DeepLabV2, img: torch.Tensor, scales: Sequence[float] = (1.0,),
+def predict_probs(model: SegNet, img: torch.Tensor, scales: Sequence[float] = (1.0,),
                   flip: bool = False) -> torch.Tensor:
     """(C, H, W) class probabilities of one normalised image (3, H, W): per view (input scale,
     optional mirror) the MSC logits, bilinearly upsampled to (H, W), softmax; mean of views."""
@@ -76,27 +89,28 @@ def _write(job: tuple) -> None:
     save_png(out_path, labels.astype(np.uint8), voc_palette())
 
 
-def predict_folder(model: DeepLabV2, ids: list[str], root: VOCRoot, out_dir: Path,
-                   args: argparse.Namespace, device: torch.device, n_classes: int,
-                   gt_dir: Path | None = None) -> np.ndarray | None:
+def predict_folder(model: SegNet, ids: list[str], image_path: Callable[[str], Path],
+                   out_dir: Path, settings: SegInferSettings, device: torch.device,
+                   n_classes: int, gt_dir: Path | None = None) -> np.ndarray | None:
     """Write out_dir/<id>.png for this rank's share of `ids`; CRF on a process pool when
-    --num_workers > 1. Returns this rank's no-CRF confusion against gt_dir (None without GT)."""
+    settings.num_workers > 1. Returns this rank's no-CRF confusion against gt_dir (None
+    without GT)."""
     mine = dist.shard(ids)
-    params = tuple(args.seg_crf_params) if args.seg_crf else None
+    params = tuple(settings.crf_params) if settings.crf_params is not None else None
     conf = np.zeros((n_classes, n_classes), np.int64) if gt_dir is not None else None
-    workers = int(args.num_workers)
-    loader = DataLoader(_Images(mine, root), batch_size=None, num_workers=workers)
+    workers = int(settings.num_workers)
+    loader = DataLoader(_Images(mine, image_path), batch_size=None, num_workers=workers)
     pool = cpu_pool(workers) if params is not None and workers > 1 and len(mine) > 1 else None
     pending: deque = deque()
     try:
         for sample in tqdm(loader, desc=f"eval_seg -> {out_dir.name}", disable=not dist.is_main()):
             name = sample["name"]
-            prob = predict_probs(model, sample["img"].to(device), args.seg_infer_scales,
-                                 args.seg_infer_flip).cpu().numpy()
+            prob = predict_probs(model, sample["img"].to(device), settings.scales,
+                                 settings.flip).cpu().numpy()
             raw = prob.argmax(0)
             if conf is not None:
                 conf += confusion_matrix(raw, load_png(gt_dir / f"{name}.png"), n_classes)
-            job = (None if params else raw, prob if params else None, str(root.image_path(name)),
+            job = (None if params else raw, prob if params else None, str(image_path(name)),
                    str(out_dir / f"{name}.png"), params)
             if pool is None:
                 _write(job)
@@ -112,21 +126,16 @@ def predict_folder(model: DeepLabV2, ids: list[str], root: VOCRoot, out_dir: Pat
     return conf
 
 
-def _settings(args: argparse.Namespace, ids: list[str]) -> dict:
+def folder_record(made_by: dict, settings: SegInferSettings, ids: Sequence[str]) -> dict:
     """What the predictions of a folder depend on (compared with the folder's marker)."""
-    weights = Path(args.seg_weights_name).resolve()
-    st = weights.stat()
-    return {"weights": str(weights), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "backbone": args.seg_backbone, "style": args.seg_backbone_style,
-            "scales": list(args.seg_infer_scales), "flip": bool(args.seg_infer_flip),
-            "crf": list(args.seg_crf_params) if args.seg_crf else None,
+    return {**made_by, **dataclasses.asdict(settings),
             "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest()}
 
 
-def _up_to_date(out_dir: Path, settings: dict, overwrite: bool) -> bool:
+def _up_to_date(out_dir: Path, record: dict, overwrite: bool) -> bool:
     marker = out_dir / MARKER
     try:
-        return not overwrite and json.loads(marker.read_text()) == settings
+        return not overwrite and json.loads(marker.read_text()) == record
     except (OSError, ValueError):
         return False
 
@@ -139,24 +148,23 @@ def _global_sum(conf: np.ndarray) -> np.ndarray:
     return t.round().long().numpy()
 
 
-def predict_list(model: DeepLabV2, list_name: str, root: VOCRoot, out_dir: Path,
-                 args: argparse.Namespace, device: torch.device, n_classes: int,
-                 gt_dir: Path | None) -> np.ndarray | None:
-    """Predict every id of a list file unless its folder is up to date; returns the no-CRF
-    confusion summed over ranks (None without GT or when nothing was inferred)."""
-    ids = session.id_list(list_name)
-    root.check_images(ids, list_name)
-    settings = _settings(args, ids)
-    if _up_to_date(out_dir, settings, args.overwrite):
-        session.log(f"eval_seg: {out_dir} is up to date with {args.seg_weights_name}; re-scoring")
+def predict_ids(model: SegNet, ids: list[str], image_path: Callable[[str], Path],
+                out_dir: Path, settings: SegInferSettings, made_by: dict, device: torch.device,
+                n_classes: int, gt_dir: Path | None, overwrite: bool = False) -> np.ndarray | None:
+    """Predict every id unless `out_dir` is up to date (its marker equals this call's record of
+    `made_by`, the settings and the ids); returns the no-CRF confusion summed over ranks (None
+    without GT or when nothing was inferred)."""
+    record = json.loads(json.dumps(folder_record(made_by, settings, ids)))  # as stored
+    if _up_to_date(out_dir, record, overwrite):
+        log(f"eval_seg: {out_dir} is up to date with {made_by}; re-scoring")
         return None
     if dist.is_main():
         (out_dir / MARKER).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    conf = predict_folder(model, ids, root, out_dir, args, device, n_classes, gt_dir)
+    conf = predict_folder(model, ids, image_path, out_dir, settings, device, n_classes, gt_dir)
     conf = None if conf is None else _global_sum(conf)
     dist.barrier()
     if dist.is_main():
         with atomic_path(out_dir / MARKER) as tmp:
-            tmp.write_text(json.dumps(settings))
+            tmp.write_text(json.dumps(record))
     return conf

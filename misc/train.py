@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from misc import dist
 from misc.artifacts import atomic_path, save_checkpoint
-from misc.session import log
+from misc.log import log
 
 # loss_fn(model, batch on device) -> scalar loss
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]

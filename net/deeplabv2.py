@@ -68,15 +68,16 @@ SEG_WEIGHTS_HELP = (
 
 
 class DeepLabV2(nn.Module):
-    """DeepLab-V2 + MSC (see the module docstring). `n_classes` includes the background."""
+    """Single-scale DeepLab-V2: backbone + ASPP (see the module docstring). `n_classes`
+    includes the background. (B, 3, H, W) normalised RGB -> (B, n_classes, h, w) logits."""
 
     def __init__(self, n_classes: int, backbone: str = "resnet101", style: str = "torchvision",
-                 rates: Sequence[int] = RATES, msc_scales: Sequence[float] = MSC_SCALES):
+                 rates: Sequence[int] = RATES):
         super().__init__()
         if backbone not in BACKBONES or style not in STYLES:
             raise ValueError(f"backbone must be one of {sorted(BACKBONES)} (got {backbone!r}) "
                              f"and style one of {STYLES} (got {style!r})")
-        self.style, self.msc_scales = style, tuple(msc_scales)
+        self.style = style
         self.backbone = ResNet50(strides=(2, 2, 1, 1), layers=BACKBONES[backbone],
                                  dilations=(1, 1, 2, 4), caffe_style=style == "caffe")
         self.aspp = ASPP(2048, n_classes, rates)
@@ -100,14 +101,8 @@ class DeepLabV2(nn.Module):
             return (x * self.caffe_scale + self.caffe_shift).flip(1)
         return x
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        x = self.prepare(x)
-        full = self.single_scale(x)
-        small = [self.single_scale(F.interpolate(x, scale_factor=s, mode="bilinear",
-                                                 align_corners=False)) for s in self.msc_scales]
-        up = [F.interpolate(l, full.shape[-2:], mode="bilinear", align_corners=False) for l in small]
-        fused = torch.stack([full] + up).amax(dim=0)
-        return [full] + small + [fused] if self.training else fused
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.single_scale(self.prepare(x))
 
     def param_groups(self) -> tuple[list, list, list]:
         """(backbone conv weights, ASPP weights, ASPP biases): the 1x / 10x / 20x lr groups."""
@@ -119,6 +114,47 @@ class DeepLabV2(nn.Module):
     def load_init(self, path: str | Path | None) -> None:
         """Load ImageNet (or converted COCO) backbone weights; the ASPP keeps its init."""
         load_backbone_weights(self.backbone, path, SEG_WEIGHTS_HELP)
+
+
+class MSC(nn.Module):
+    """Multi-scale inputs around a single-scale network `base` (which provides `prepare` and
+    `single_scale`, as DeepLabV2): the base on the prepared input and on bilinear copies at
+    `scales` (align_corners=False, size floor(H*s)); the smaller logits are resized to the 1x
+    logits and fused by an element-wise max. Training returns [l_1, l_s..., l_max]; eval l_max.
+
+    The state_dict keeps the base's own keys (`backbone.*`, `aspp.*`, no `base.` prefix), so
+    checkpoints of the single-scale network and of this wrapper are the same files."""
+
+    def __init__(self, base: nn.Module, scales: Sequence[float] = MSC_SCALES):
+        super().__init__()
+        self.base, self.scales = base, tuple(scales)
+        self.register_state_dict_post_hook(_drop_base_prefix)
+        self.register_load_state_dict_pre_hook(_add_base_prefix)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        x = self.base.prepare(x)
+        full = self.base.single_scale(x)
+        small = [self.base.single_scale(F.interpolate(x, scale_factor=s, mode="bilinear",
+                                                      align_corners=False)) for s in self.scales]
+        up = [F.interpolate(l, full.shape[-2:], mode="bilinear", align_corners=False) for l in small]
+        fused = torch.stack([full] + up).amax(dim=0)
+        return [full] + small + [fused] if self.training else fused
+
+
+def _drop_base_prefix(module: nn.Module, state: dict, prefix: str, _meta) -> None:
+    for key in [k for k in state if k.startswith(prefix + "base.")]:
+        state[prefix + key[len(prefix + "base."):]] = state.pop(key)
+
+
+def _add_base_prefix(module: nn.Module, state: dict, prefix: str, *_args) -> None:
+    for key in [k for k in state if k.startswith(prefix) and not k.startswith(prefix + "base.")]:
+        state[prefix + "base." + key[len(prefix):]] = state.pop(key)
+
+
+def deeplab_v2_msc(n_classes: int, backbone: str = "resnet101", style: str = "torchvision",
+                   msc_scales: Sequence[float] = MSC_SCALES) -> MSC:
+    """The segmentation network of the last stage: DeepLab-V2 inside MSC."""
+    return MSC(DeepLabV2(n_classes, backbone, style), msc_scales)
 
 
 # ---------------------- deeplab-pytorch / Caffe names -> this project's names ----------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from misc.ir_label import run_ir_label_step
+from step.common import run_ir_label_step
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from misc.seed_eval import run_seed_eval
+from step.common import run_seed_eval
 
 
 def run(args: argparse.Namespace) -> dict:

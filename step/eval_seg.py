@@ -20,45 +20,73 @@ from pathlib import Path
 
 import torch
 
-from misc import dist, session
+from misc import dist
 from misc.artifacts import append_metrics, load_checkpoint
+from misc.log import log
 from misc.metrics import evaluate_label_pngs, summary
-from misc.seg_inference import predict_list
-from net.deeplabv2 import DeepLabV2
+from misc.seg_inference import SegInferSettings, predict_ids
+from net.deeplabv2 import MSC, deeplab_v2_msc
+from step import common
+
+
+def settings(args: argparse.Namespace) -> SegInferSettings:
+    return SegInferSettings(scales=tuple(args.seg_infer_scales), flip=bool(args.seg_infer_flip),
+                            crf_params=tuple(args.seg_crf_params) if args.seg_crf else None,
+                            num_workers=int(args.num_workers))
+
+
+def made_by(args: argparse.Namespace) -> dict:
+    """The checkpoint and network a prediction folder comes from (part of its marker)."""
+    weights = Path(args.seg_weights_name).resolve()
+    st = weights.stat()
+    return {"weights": str(weights), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "backbone": args.seg_backbone, "style": args.seg_backbone_style}
+
+
+def predict_list(model: MSC, list_name: str, args: argparse.Namespace, out_dir: Path,
+                 device: torch.device, with_gt: bool):
+    """Predictions for every id of a list file; the no-CRF confusion when `with_gt`."""
+    data = common.dataset(args)
+    ids = common.id_list(list_name)
+    data.check_images(ids, list_name)
+    return predict_ids(model, ids, data.image_path, out_dir, settings(args), made_by(args),
+                       device, data.n_classes + 1, data.gt_dir() if with_gt else None,
+                       overwrite=args.overwrite)
 
 
 def run(args: argparse.Namespace) -> dict:
-    root, labels = session.dataset(args)
-    device = session.device(args)
+    data = common.dataset(args)
+    device = common.device(args)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = False  # every image has its own size (spec §6.3)
+        torch.backends.cudnn.benchmark = False  # every image has its own size (docs/deeplab.md §6.3)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.seg_tf32
-    n = labels.n_classes + 1
-    model = DeepLabV2(n, args.seg_backbone, args.seg_backbone_style)
+    n = data.n_classes + 1
+    model = deeplab_v2_msc(n, args.seg_backbone, args.seg_backbone_style)
     load_checkpoint(model, args.seg_weights_name, made_by="train_seg (--train_seg_pass True)")
     model.to(device).eval()
     start = time.time()
     eval_list = args.seg_eval_list or args.val_list
-    ids = session.id_list(eval_list)
+    ids = common.id_list(eval_list)
     out_dir = Path(args.seg_pred_out_dir)
-    raw_conf = predict_list(model, eval_list, root, out_dir, args, device, n, root.gt_dir())
+    raw_conf = predict_list(model, eval_list, args, out_dir, device, with_gt=True)
     record: dict = {}
     if dist.is_main():
-        conf, _ = evaluate_label_pngs(ids, out_dir, root.gt_dir(), n)
+        conf, _ = evaluate_label_pngs(ids, out_dir, data.gt_dir(), n)
+        names = ("background",) + data.class_names
         record = {"step": "eval_seg", "split": Path(eval_list).stem, "crf": bool(args.seg_crf),
                   "scales": list(args.seg_infer_scales), "flip": bool(args.seg_infer_flip),
-                  **summary(conf, ("background",) + labels.names)}
+                  **summary(conf, names)}
         if args.seg_crf and raw_conf is not None:
-            record["miou_no_crf"] = summary(raw_conf, ("background",) + labels.names)["miou"]
+            record["miou_no_crf"] = summary(raw_conf, names)["miou"]
         record["seconds"] = round(time.time() - start, 1)
         append_metrics(args.metrics_file, record)
         extra = f" (no CRF {100 * record['miou_no_crf']:.2f})" if "miou_no_crf" in record else ""
-        session.log(f"eval_seg: mIoU {100 * record['miou']:.2f}{extra} on {record['split']}, "
-                    f"{len(ids)} predictions in {out_dir}, {record['seconds']} s")
+        log(f"eval_seg: mIoU {100 * record['miou']:.2f}{extra} on {record['split']}, "
+            f"{len(ids)} predictions in {out_dir}, {record['seconds']} s")
     if args.seg_test_list:
         test_dir = Path(args.seg_test_out_dir)
-        predict_list(model, args.seg_test_list, root, test_dir, args, device, n, None)
-        session.log(f"eval_seg: test predictions of {args.seg_test_list} in {test_dir} (palette PNGs; "
-                    f"`tar -czf results.tgz results` for the evaluation server)")
+        predict_list(model, args.seg_test_list, args, test_dir, device, with_gt=False)
+        log(f"eval_seg: test predictions of {args.seg_test_list} in {test_dir} (palette PNGs; "
+            f"`tar -czf results.tgz results` for the evaluation server)")
         record["test_predictions"] = str(test_dir)
     return record

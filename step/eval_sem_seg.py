@@ -3,20 +3,21 @@ from __future__ import annotations
 
 import argparse
 
-from misc import dist, session
+from misc import dist
 from misc.artifacts import append_metrics
+from misc.log import log
 from misc.metrics import evaluate_label_pngs, summary
-from misc.seed_eval import eval_ids
+from step.common import dataset, eval_ids
 
 
 def run(args: argparse.Namespace) -> dict:
     if not dist.is_main():
         return {}
-    root, labels = session.dataset(args)
-    conf, _ = evaluate_label_pngs(eval_ids(args), args.sem_seg_out_dir, root.gt_dir(),
-                                  labels.n_classes + 1)
+    data = dataset(args)
+    conf, _ = evaluate_label_pngs(eval_ids(args), args.sem_seg_out_dir, data.gt_dir(),
+                                  data.n_classes + 1)
     record = {"step": "eval_sem_seg", "split": args.chainer_eval_set,
-              **summary(conf, ("background",) + labels.names)}
+              **summary(conf, ("background",) + data.class_names)}
     append_metrics(args.metrics_file, record)
-    session.log(f"eval_sem_seg: mIoU {100 * record['miou']:.2f} on {args.chainer_eval_set}")
+    log(f"eval_sem_seg: mIoU {100 * record['miou']:.2f} on {args.chainer_eval_set}")
     return record

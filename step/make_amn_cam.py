@@ -7,26 +7,27 @@ from __future__ import annotations
 
 import argparse
 
-from misc import session
 from misc.artifacts import load_checkpoint
+from misc.log import log
 from misc.multiscale import amn_merge, run_multiscale_inference
-from net.resnet50_amn import Net
-from voc12.dataloader import MultiScaleDataset
+from misc.samples import MultiScaleDataset
+from step import common
 
 
 def run(args: argparse.Namespace) -> dict:
-    root, labels = session.dataset(args)
-    device = session.device(args)
-    model = Net(labels.n_classes, dropout=args.amn_dropout)
+    data = common.dataset(args)
+    device = common.device(args)
+    model = common.network(args.amn_network, "--amn_network")(data.n_classes,
+                                                               dropout=args.amn_dropout)
     load_checkpoint(model, args.amn_weights_name, made_by="train_amn (--train_amn_pass True)")
     model.to(device).eval()
     model.set_inference_dropout(not args.amn_deterministic)
-    dataset = MultiScaleDataset(session.id_list(args.train_list), root, labels, args.train_list,
+    dataset = MultiScaleDataset(common.id_list(args.train_list), data, args.train_list,
                                 tuple(args.cam_scales))
     stats = run_multiscale_inference(
         dataset, model, amn_merge(args.ir_label_out_dir), args.amn_cam_out_dir, device,
         reduce="mean", batch_size=args.infer_batch_size, num_workers=args.num_workers,
         overwrite=args.overwrite, desc="make_amn_cam")
-    session.log(f"make_amn_cam: {stats['written']} maps written, {stats['skipped']} already done, "
+    log(f"make_amn_cam: {stats['written']} maps written, {stats['skipped']} already done, "
                 f"{stats['seconds']:.0f} s -> {args.amn_cam_out_dir}")
     return stats

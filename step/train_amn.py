@@ -12,14 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from misc import dist, session
+from misc import dist
 from misc.artifacts import append_metrics, load_png
+from misc.log import log
 from misc.losses import balanced_smoothed_ce, downsample_labels
 from misc.metrics import confusion_matrix, summary
-from misc.seed_eval import eval_ids
+from misc.samples import MultiScaleDataset, SegmentationDataset
 from misc.train import train
-from net.resnet50_amn import Net
-from voc12.dataloader import MultiScaleDataset, SegmentationDataset
+from step import common
 
 
 def amn_loss(eps: float):
@@ -31,15 +31,15 @@ def amn_loss(eps: float):
 
 
 @torch.inference_mode()
-def monitor_miou(model: Net, args: argparse.Namespace, device: torch.device) -> float:
+def monitor_miou(model: torch.nn.Module, args: argparse.Namespace, device: torch.device) -> float:
     """The reference's per-epoch check: single scale, no flip, full size, argmax over
     background + present classes, mIoU against the GT of the evaluation split."""
-    root, labels = session.dataset(args)
-    ids = eval_ids(args)
-    dataset = MultiScaleDataset(ids, root, labels, args.chainer_eval_set, (1.0,))
+    data = common.dataset(args)
+    ids = common.eval_ids(args)
+    dataset = MultiScaleDataset(ids, data, args.chainer_eval_set, (1.0,))
     model.eval()
     model.set_inference_dropout(not args.amn_deterministic)
-    n = labels.n_classes + 1
+    n = data.n_classes + 1
     conf = np.zeros((n, n), np.int64)
     for i in range(len(dataset)):
         sample = dataset[i]
@@ -50,18 +50,19 @@ def monitor_miou(model: Net, args: argparse.Namespace, device: torch.device) -> 
                            align_corners=False)[0, :, :h, :w]
         keys = torch.cat([label.new_zeros(1, dtype=torch.long), torch.nonzero(label)[:, 0] + 1])
         pred = keys[F.softmax(up, dim=0)[keys].argmax(0)].cpu().numpy()
-        conf += confusion_matrix(pred, load_png(root.gt_dir() / f"{ids[i]}.png"), n)
-    return summary(conf, ("background",) + labels.names)["miou"]
+        conf += confusion_matrix(pred, load_png(data.gt_dir() / f"{ids[i]}.png"), n)
+    return summary(conf, ("background",) + data.class_names)["miou"]
 
 
 def run(args: argparse.Namespace) -> dict:
-    root, labels = session.dataset(args)
-    device = session.device(args)
-    dataset = SegmentationDataset(session.id_list(args.train_list), root, labels, args.train_list,
+    data = common.dataset(args)
+    device = common.device(args)
+    dataset = SegmentationDataset(common.id_list(args.train_list), data, args.train_list,
                                   args.ir_label_out_dir, args.amn_crop_size,
                                   rescale=tuple(args.amn_rescale), seed=args.seed)
     torch.manual_seed(args.seed)
-    model = Net(labels.n_classes, args.backbone_weights, dropout=args.amn_dropout)
+    model = common.network(args.amn_network, "--amn_network")(
+        data.n_classes, args.backbone_weights, dropout=args.amn_dropout)
     backbone, new = model.param_groups()
 
     def make_optimizer(_max_step: int) -> torch.optim.Adam:
@@ -71,19 +72,19 @@ def run(args: argparse.Namespace) -> dict:
 
     history = []
 
-    def end_of_epoch(net: Net, epoch: int) -> None:
+    def end_of_epoch(net: torch.nn.Module, epoch: int) -> None:
         if args.amn_monitor and dist.is_main():
             history.append(monitor_miou(net, args, device))
-            session.log(f"train_amn: epoch {epoch + 1} {args.chainer_eval_set} mIoU "
+            log(f"train_amn: epoch {epoch + 1} {args.chainer_eval_set} mIoU "
                         f"{100 * history[-1]:.2f}")
 
     result = train(model, amn_loss(args.eps), dataset, args.amn_batch_size, args.amn_num_epoches,
                    make_optimizer, device, args.amn_weights_name, desc="train_amn",
-                   end_of_epoch=end_of_epoch, **session.train_options(args))
+                   end_of_epoch=end_of_epoch, **common.train_options(args))
     record = {"step": "train_amn", "seconds": round(result.seconds, 1),
               "final_train_loss": result.final_loss,
               "monitor_miou": history}
     if dist.is_main():
         append_metrics(args.metrics_file, record)
-        session.log(f"train_amn: wrote {args.amn_weights_name} in {result.seconds:.0f} s")
+        log(f"train_amn: wrote {args.amn_weights_name} in {result.seconds:.0f} s")
     return {**record, "losses": result.losses}

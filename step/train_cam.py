@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from misc import dist, session
+from misc import dist
 from misc.artifacts import append_metrics
+from misc.log import log
 from misc.metrics import mean_average_precision
 from misc.optim import PolyOptimizer
+from misc.samples import ClassificationDataset
 from misc.train import train
-from net.resnet50_cam import Net
-from voc12.dataloader import ClassificationDataset
+from step import common
 
 
 def classification_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
@@ -25,7 +26,7 @@ def classification_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def validate(model: Net, dataset: ClassificationDataset, device: torch.device,
+def validate(model: torch.nn.Module, dataset: ClassificationDataset, device: torch.device,
              batch_size: int) -> dict:
     """Mean loss and mAP over the validation list (top-left crop, no resize, no flip)."""
     model.eval()
@@ -39,16 +40,17 @@ def validate(model: Net, dataset: ClassificationDataset, device: torch.device,
 
 
 def run(args: argparse.Namespace) -> dict:
-    root, labels = session.dataset(args)
-    device = session.device(args)
+    data = common.dataset(args)
+    device = common.device(args)
     train_set = ClassificationDataset(
-        session.id_list(args.train_list), root, labels, args.train_list, args.cam_crop_size,
+        common.id_list(args.train_list), data, args.train_list, args.cam_crop_size,
         resize_long=tuple(args.cam_resize_long), seed=args.seed)
     val_set = ClassificationDataset(
-        session.id_list(args.val_list), root, labels, args.val_list, args.cam_crop_size,
+        common.id_list(args.val_list), data, args.val_list, args.cam_crop_size,
         resize_long=None, hor_flip=False, crop_method="top_left")
     torch.manual_seed(args.seed)
-    model = Net(labels.n_classes, args.backbone_weights)
+    model = common.network(args.cam_network, "--cam_network")(data.n_classes,
+                                                               args.backbone_weights)
     for p in list(model.stage1.parameters()) + list(model.stage2.parameters()):
         p.requires_grad_(False)  # detached in forward: no gradient reaches them (spec §3.1)
     backbone, head = model.param_groups()
@@ -61,20 +63,20 @@ def run(args: argparse.Namespace) -> dict:
 
     history = []
 
-    def end_of_epoch(net: Net, epoch: int) -> None:
+    def end_of_epoch(net: torch.nn.Module, epoch: int) -> None:
         if dist.is_main():
             history.append(validate(net, val_set, device, args.cam_batch_size))
-            session.log(f"train_cam: epoch {epoch + 1} val loss {history[-1]['loss']:.4f} "
+            log(f"train_cam: epoch {epoch + 1} val loss {history[-1]['loss']:.4f} "
                         f"mAP {100 * history[-1]['mAP']:.1f}")
 
     result = train(model, classification_loss, train_set, args.cam_batch_size, args.cam_num_epoches,
                    make_optimizer, device, args.cam_weights_name, desc="train_cam",
-                   end_of_epoch=end_of_epoch, **session.train_options(args))
+                   end_of_epoch=end_of_epoch, **common.train_options(args))
     summary = {"step": "train_cam", "split": "val", "seconds": round(result.seconds, 1),
                "final_train_loss": result.final_loss}
     if history:
         summary.update(val_loss=history[-1]["loss"], mAP=100 * history[-1]["mAP"])
     if dist.is_main():
         append_metrics(args.metrics_file, summary)
-        session.log(f"train_cam: wrote {args.cam_weights_name} in {result.seconds:.0f} s")
+        log(f"train_cam: wrote {args.cam_weights_name} in {result.seconds:.0f} s")
     return {**summary, "losses": result.losses}

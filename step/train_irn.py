@@ -11,14 +11,15 @@ from functools import lru_cache
 
 import torch
 
-from misc import dist, session
+from misc import dist
 from misc.artifacts import append_metrics
+from misc.log import log
 from misc.losses import downsample_labels, irn_loss
 from misc.optim import PolyOptimizer
 from misc.path_index import PathIndex
+from misc.samples import SegmentationDataset
 from misc.train import train
-from net.resnet50_irn import Net
-from voc12.dataloader import SegmentationDataset
+from step import common
 
 TRAIN_RADIUS = 10
 
@@ -42,13 +43,13 @@ def make_loss_fn(n_valid: int):
 
 
 def run(args: argparse.Namespace) -> dict:
-    root, labels = session.dataset(args)
-    device = session.device(args)
-    dataset = SegmentationDataset(session.id_list(args.train_list), root, labels, args.train_list,
+    data = common.dataset(args)
+    device = common.device(args)
+    dataset = SegmentationDataset(common.id_list(args.train_list), data, args.train_list,
                                   args.amn_ir_label_out_dir, args.irn_crop_size,
                                   rescale=(0.5, 1.5), seed=args.seed)
     torch.manual_seed(args.seed)
-    model = Net(args.backbone_weights)
+    model = common.network(args.irn_network, "--irn_network")(args.backbone_weights)
     edge_params, dp_params = model.param_groups()
 
     def make_optimizer(max_step: int) -> PolyOptimizer:
@@ -57,12 +58,12 @@ def run(args: argparse.Namespace) -> dict:
                               {"params": dp_params, "lr": 10 * lr, "weight_decay": wd}],
                              lr, wd, max_step, momentum=args.poly_momentum)
 
-    result = train(model, make_loss_fn(labels.n_classes + 1), dataset, args.irn_batch_size,
+    result = train(model, make_loss_fn(data.n_classes + 1), dataset, args.irn_batch_size,
                    args.irn_num_epoches, make_optimizer, device, args.irn_weights_name,
-                   **session.train_options(args), desc="train_irn")
+                   **common.train_options(args), desc="train_irn")
     record = {"step": "train_irn", "seconds": round(result.seconds, 1),
               "final_train_loss": result.final_loss}
     if dist.is_main():
         append_metrics(args.metrics_file, record)
-        session.log(f"train_irn: wrote {args.irn_weights_name} in {result.seconds:.0f} s")
+        log(f"train_irn: wrote {args.irn_weights_name} in {result.seconds:.0f} s")
     return {**record, "losses": result.losses}

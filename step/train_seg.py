@@ -16,13 +16,16 @@ from pathlib import Path
 
 import torch
 
-from misc import dist, session
+from misc import dist
 from misc.artifacts import append_metrics
+from misc.log import log
 from misc.losses import downsample_labels, pixel_ce
 from misc.optim import PolyOptimizer
+from misc.samples import SegTrainDataset
 from misc.train import train
-from net.deeplabv2 import DeepLabV2
-from voc12.dataloader import SegTrainDataset
+from net.deeplabv2 import MSC, deeplab_v2_msc
+from step import common
+
 
 def msc_loss(balanced: bool):
     """Sum over the MSC outputs [l_1, l_0.5, l_0.75, l_max] of `pixel_ce` at each size."""
@@ -33,10 +36,10 @@ def msc_loss(balanced: bool):
     return loss_fn
 
 
-def param_groups(model: DeepLabV2, lr: float, weight_decay: float) -> list[dict]:
+def param_groups(model: MSC, lr: float, weight_decay: float) -> list[dict]:
     """The Caffe lr_mult / decay_mult groups: backbone 1x, ASPP weights 10x, ASPP biases 20x
     without weight decay. BN parameters are frozen and in no group."""
-    backbone, weights, biases = model.param_groups()
+    backbone, weights, biases = model.base.param_groups()
     return [{"params": backbone, "lr": lr, "weight_decay": weight_decay},
             {"params": weights, "lr": 10 * lr, "weight_decay": weight_decay},
             {"params": biases, "lr": 20 * lr, "weight_decay": 0.0}]
@@ -45,7 +48,7 @@ def param_groups(model: DeepLabV2, lr: float, weight_decay: float) -> list[dict]
 def label_dir(args: argparse.Namespace) -> Path:
     """--seg_label_dir: `gt` -> SegmentationClass; None -> --sem_seg_out_dir."""
     if args.seg_label_dir == "gt":
-        return session.dataset(args)[0].gt_dir()
+        return common.dataset(args).gt_dir()
     return Path(args.seg_label_dir or args.sem_seg_out_dir)
 
 
@@ -67,20 +70,20 @@ def backbone_weights(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    root, labels = session.dataset(args)
-    device = session.device(args)
+    data = common.dataset(args)
+    device = common.device(args)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop size
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.seg_tf32
-    ids = session.id_list(args.seg_train_list)
+    ids = common.id_list(args.seg_train_list)
     folder = label_dir(args)
     check_labels(ids, folder, args.seg_train_list)
-    n_classes = labels.n_classes + 1
-    dataset = SegTrainDataset(ids, root, labels, args.seg_train_list, folder, args.seg_crop_size,
+    n_classes = data.n_classes + 1
+    dataset = SegTrainDataset(ids, data, args.seg_train_list, folder, args.seg_crop_size,
                               tuple(args.seg_scales), n_classes, seed=args.seed)
     torch.manual_seed(args.seed)
-    model = DeepLabV2(n_classes, args.seg_backbone, args.seg_backbone_style)
-    model.load_init(backbone_weights(args))
+    model = deeplab_v2_msc(n_classes, args.seg_backbone, args.seg_backbone_style)
+    model.base.load_init(backbone_weights(args))
 
     def make_optimizer(max_step: int) -> PolyOptimizer:
         return PolyOptimizer(param_groups(model, args.seg_learning_rate, args.seg_weight_decay),
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> dict:
                              power=args.seg_poly_power, momentum=args.seg_momentum,
                              update_every=args.seg_lr_decay)
 
-    session.log(f"train_seg: DeepLab-V2 {args.seg_backbone} ({args.seg_backbone_style}) on "
+    log(f"train_seg: DeepLab-V2 {args.seg_backbone} ({args.seg_backbone_style}) on "
                 f"{len(ids)} images, labels from {folder}, {args.seg_num_iters} iterations at "
                 f"batch {args.seg_batch_size}")
     result = train(model, msc_loss(args.seg_balanced_ce), dataset, args.seg_batch_size, 1,
@@ -101,5 +104,5 @@ def run(args: argparse.Namespace) -> dict:
               "final_train_loss": result.final_loss}
     if dist.is_main():
         append_metrics(args.metrics_file, record)
-        session.log(f"train_seg: wrote {args.seg_weights_name} in {result.seconds:.0f} s")
+        log(f"train_seg: wrote {args.seg_weights_name} in {result.seconds:.0f} s")
     return {**record, "losses": result.losses}

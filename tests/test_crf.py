@@ -91,7 +91,7 @@ def _fake_dataset(root):
 
 def test_make_ir_labels_workers_and_skip(tmp_path):
     ids = _fake_dataset(tmp_path)
-    args = dict(image_dir=tmp_path / "img", fg_thres=0.3, bg_thres=0.05)
+    args = dict(image_path=lambda i: tmp_path / "img" / f"{i}.jpg", fg_thres=0.3, bg_thres=0.05)
     r1 = make_ir_labels(ids, tmp_path / "cam", out_dir=tmp_path / "o1",
                         drop_background_channel=False, num_workers=1, **args)
     r2 = make_ir_labels(ids, tmp_path / "cam", out_dir=tmp_path / "o2",
@@ -118,5 +118,5 @@ def test_make_ir_labels_workers_and_skip(tmp_path):
 
 def test_make_ir_labels_missing_map_names_step(tmp_path):
     with pytest.raises(FileNotFoundError, match="make_amn_cam"):
-        make_ir_labels(["x"], tmp_path / "amn", tmp_path / "img", tmp_path / "out", 0.45, 0.15,
+        make_ir_labels(["x"], tmp_path / "amn", lambda i: tmp_path / f"{i}.jpg", tmp_path / "out", 0.45, 0.15,
                        True, num_workers=1)

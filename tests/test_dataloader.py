@@ -2,17 +2,14 @@ import numpy as np
 import pytest
 
 from misc import imutils
-from voc12.dataloader import (ClassLabels, ClassificationDataset, SegmentationDataset, VOCRoot,
-                              load_img_name_list)
-
-
-def _labels(root):
-    return ClassLabels.from_csv(root / "cls_labels.csv")
+from misc.dataset import ClassLabels, load_img_name_list
+from misc.samples import ClassificationDataset, SegmentationDataset
+from voc12.dataloader import VOCDataset
 
 
 def test_segmentation_augmentations_keep_image_and_label_aligned(fake_voc):
     ids = load_img_name_list(fake_voc / "ImageSets/Segmentation/train.txt")
-    ds = SegmentationDataset(ids, VOCRoot(fake_voc), _labels(fake_voc), "train",
+    ds = SegmentationDataset(ids, VOCDataset(fake_voc), "train",
                              fake_voc / "SegmentationClass", crop_size=56)
     for epoch in range(6):
         ds.set_epoch(epoch)
@@ -30,14 +27,14 @@ def test_segmentation_augmentations_keep_image_and_label_aligned(fake_voc):
 
 def test_classification_sample_shapes_and_determinism(fake_voc):
     ids = load_img_name_list(fake_voc / "ImageSets/Segmentation/train.txt")
-    ds = ClassificationDataset(ids, VOCRoot(fake_voc), _labels(fake_voc), "train", 64,
+    ds = ClassificationDataset(ids, VOCDataset(fake_voc), "train", 64,
                                resize_long=(40, 80))
     a, b = ds[1], ds[1]
     assert a["img"].shape == (3, 64, 64) and a["label"].tolist() == [1, 0, 0]
     assert np.array_equal(a["img"], b["img"])  # per-sample RNG: same epoch, same sample
     ds.set_epoch(1)
     assert not all(np.array_equal(ds[i]["img"], ClassificationDataset(
-        ids, VOCRoot(fake_voc), _labels(fake_voc), "train", 64, resize_long=(40, 80))[i]["img"])
+        ids, VOCDataset(fake_voc), "train", 64, resize_long=(40, 80))[i]["img"])
         for i in range(len(ds)))
 
 
@@ -60,19 +57,19 @@ def test_pil_nearest_and_bicubic():
 
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no JPEGImages.*--voc12_root"):
-        VOCRoot(tmp_path / "nowhere")
+        VOCDataset(tmp_path / "nowhere")
 
 
 def test_list_naming_a_missing_image(fake_voc):
     with pytest.raises(FileNotFoundError, match="1 images of mylist are missing.*ghost"):
-        ClassificationDataset(["img_000", "ghost"], VOCRoot(fake_voc), _labels(fake_voc),
-                              "mylist", 32)
+        ClassificationDataset(["img_000", "ghost"], VOCDataset(fake_voc), "mylist", 32)
 
 
 def test_list_entry_without_label(fake_voc, tmp_path):
-    labels = ClassLabels(("a", "b", "c"), {})
+    (tmp_path / "empty.csv").write_text("image_id,a,b,c\n")
     with pytest.raises(KeyError, match="no image-level label"):
-        ClassificationDataset(["img_000"], VOCRoot(fake_voc), labels, "mylist", 32)
+        ClassificationDataset(["img_000"], VOCDataset(fake_voc, tmp_path / "empty.csv"),
+                              "mylist", 32)
 
 
 def test_missing_list_file(tmp_path):

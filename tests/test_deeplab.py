@@ -14,20 +14,20 @@ from misc import imutils
 from misc.artifacts import load_checkpoint, load_png, save_png
 from misc.optim import PolyOptimizer
 from misc.train import state_path, train
-from net.deeplabv2 import DeepLabV2, convert_deeplab_pytorch, convert_file
+from net.deeplabv2 import DeepLabV2, convert_deeplab_pytorch, convert_file, deeplab_v2_msc
 from net.resnet50 import ResNet50
 from misc.crf import crf_inference_prob
 from misc.losses import pixel_ce
 from step.train_seg import param_groups
-from voc12.dataloader import SegTrainDataset
+from misc.samples import SegTrainDataset
 from tests.conftest import write_fake_voc
-from voc12.dataloader import ClassLabels, VOCRoot
+from voc12.dataloader import VOCDataset
 
 
 @pytest.fixture(scope="module")
 def r50_deeplab():
     torch.manual_seed(0)
-    return DeepLabV2(3, "resnet50")
+    return deeplab_v2_msc(3, "resnet50")
 
 
 def conv_out(n: int, caffe: bool) -> int:
@@ -39,7 +39,7 @@ def conv_out(n: int, caffe: bool) -> int:
 
 def test_output_stride_8_dilations_and_msc_fusion(r50_deeplab):
     model = r50_deeplab.train()
-    bb = model.backbone
+    bb = model.base.backbone
     assert bb.layer3[0].conv2.dilation == (2, 2) and bb.layer3[5].conv2.dilation == (2, 2)
     assert bb.layer4[0].conv2.dilation == (4, 4) and bb.layer3[0].conv2.stride == (1, 1)
     assert bb.layer2[0].conv2.stride == (2, 2) and bb.layer2[0].conv1.stride == (1, 1)
@@ -47,7 +47,7 @@ def test_output_stride_8_dilations_and_msc_fusion(r50_deeplab):
     with torch.no_grad():
         full, half, three_q, fused = model(x)
         assert full.shape == (1, 3, conv_out(65, False), conv_out(57, False)) == (1, 3, 9, 8)
-        expect = [model.single_scale(F.interpolate(x, scale_factor=s, mode="bilinear",
+        expect = [model.base.single_scale(F.interpolate(x, scale_factor=s, mode="bilinear",
                                                    align_corners=False)) for s in (0.5, 0.75)]
         assert half.shape[-2:] == (conv_out(32, False), conv_out(28, False))  # floor(65 * 0.5)
         torch.testing.assert_close(half, expect[0])
@@ -57,6 +57,23 @@ def test_output_stride_8_dilations_and_msc_fusion(r50_deeplab):
         model.eval()
         torch.testing.assert_close(model(x), fused)
     model.train()
+
+
+def test_msc_wraps_the_single_scale_network_with_its_keys(r50_deeplab, tmp_path):
+    """MSC by composition keeps the single-scale network's state_dict keys (no `base.`), so
+    checkpoints written before the wrapper existed, and by either class, load strictly."""
+    base_keys = list(r50_deeplab.base.state_dict())
+    assert list(r50_deeplab.state_dict()) == base_keys and base_keys[0] == "backbone.conv1.weight"
+    torch.save(r50_deeplab.base.state_dict(), tmp_path / "single.pth")
+    other = deeplab_v2_msc(3, "resnet50")
+    load_checkpoint(other, tmp_path / "single.pth", made_by="train_seg")
+    assert torch.equal(other.base.aspp.c0.weight, r50_deeplab.base.aspp.c0.weight)
+    single = DeepLabV2(3, "resnet50")
+    torch.save(other.state_dict(), tmp_path / "msc.pth")
+    load_checkpoint(single, tmp_path / "msc.pth", made_by="train_seg")
+    x = torch.randn(1, 3, 33, 41)
+    with torch.no_grad():
+        torch.testing.assert_close(single.eval()(x), other.base.eval()(x))
 
 
 def test_resnet101_and_caffe_style_layout():
@@ -83,7 +100,7 @@ def test_frozen_bn_and_param_groups(r50_deeplab):
     listed = [id(p) for g in groups for p in g["params"]]
     trainable = [id(p) for p in model.parameters() if p.requires_grad]
     assert sorted(listed) == sorted(trainable) and len(set(listed)) == len(listed)
-    assert not model.backbone.bn1.weight.requires_grad
+    assert not model.base.backbone.bn1.weight.requires_grad
     assert [g["lr"] for g in groups] == [1e-3, 1e-2, 2e-2]
     assert [g["weight_decay"] for g in groups] == [5e-4, 5e-4, 0.0]
     assert all(p.ndim == 1 for p in groups[2]["params"]) and len(groups[2]["params"]) == 4
@@ -152,7 +169,7 @@ def test_convert_deeplab_pytorch_checkpoint(r50_deeplab, tmp_path):
     assert "whole DeepLab" in convert_file(tmp_path / "theirs.pth", tmp_path / "ours.pth")
     model = DeepLabV2(3, "resnet50")
     load_checkpoint(model, tmp_path / "ours.pth", made_by="convert")
-    assert torch.equal(model.backbone.layer4[2].conv3.weight, r50_deeplab.backbone.layer4[2].conv3.weight)
+    assert torch.equal(model.backbone.layer4[2].conv3.weight, r50_deeplab.base.backbone.layer4[2].conv3.weight)
     init = {k[5:]: v for k, v in theirs.items() if not k.startswith("base.aspp")}
     torch.save(init, tmp_path / "init.pth")  # an init file: backbone only, no base. prefix
     assert "backbone state_dict" in convert_file(tmp_path / "init.pth", tmp_path / "bb.pth")
@@ -178,14 +195,14 @@ def test_balanced_ce_formula_and_empty_terms():
 def test_train_dataset_pads_crops_and_is_reproducible(tmp_path):
     root = tmp_path / "voc"
     ids = write_fake_voc(root, [(20, 30), (48, 64)])
-    voc, labels = VOCRoot(root), ClassLabels.from_csv(root / "cls_labels.csv")
-    ds = SegTrainDataset(ids, voc, labels, "list", voc.gt_dir(), 40, (0.5, 2.0), 4, seed=3)
+    voc = VOCDataset(root)
+    ds = SegTrainDataset(ids, voc, "list", voc.gt_dir(), 40, (0.5, 2.0), 4, seed=3)
     for i in range(2):
         a, b = ds[i], ds[i]
         assert a["img"].shape == (3, 40, 40) and a["label"].shape == (40, 40)
         assert torch.equal(a["img"], b["img"]) and torch.equal(a["label"], b["label"])
         assert set(np.unique(a["label"].numpy())) <= {0, 1, 255}
-    small = SegTrainDataset(ids[:1], voc, labels, "list", voc.gt_dir(), 40, (1.0,), 4)[0]
+    small = SegTrainDataset(ids[:1], voc, "list", voc.gt_dir(), 40, (1.0,), 4)[0]
     lab = small["label"].numpy()  # 20x30 image padded bottom/right with 255 (maybe mirrored)
     assert (lab[20:] == 255).all() and (lab[:20] != 255).sum() == 20 * 30
     assert (small["img"][:, 20:] == 0).all()

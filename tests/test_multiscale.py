@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from misc import imutils
 from misc.artifacts import load_maps
 from misc.multiscale import cam_merge, run_multiscale_inference, size_buckets
-from voc12.dataloader import ClassLabels, MultiScaleDataset, VOCRoot
+from misc.samples import MultiScaleDataset
+from voc12.dataloader import VOCDataset
 
 SCALES = (1.0, 0.5, 1.5, 2.0)
 
@@ -51,11 +52,12 @@ def test_size_buckets_groups_equal_sizes():
 
 
 def test_batched_multiscale_equals_direct(fake_voc, tmp_path):
-    labels = ClassLabels.from_csv(fake_voc / "cls_labels.csv")
+    voc = VOCDataset(fake_voc)
+    labels = voc.labels
     # two classes present on one image to exercise the key selection
     labels.by_id["img_001"][2] = 1.0
     ids = ["img_000", "img_001", "img_002", "img_003"]
-    ds = MultiScaleDataset(ids, VOCRoot(fake_voc), labels, "test", SCALES)
+    ds = MultiScaleDataset(ids, voc, "test", SCALES)
     net = TinyCAM(labels.n_classes).eval()
     out = tmp_path / "cam"
     with torch.no_grad():

@@ -1,0 +1,132 @@
+"""Flag glue shared by the steps: the dataset, lists, device, networks and training options read
+from the argparse namespace, and the two runners that two steps each configure (seed
+evaluation: eval_cam / eval_amn_cam; IR labels: cam_to_ir_label / amn_cam_to_ir_label).
+
+Everything below step/ takes explicit arguments; this module is where flags become them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from misc import dist
+from misc.artifacts import append_metrics
+from misc.dataset import SegDataset, load_img_name_list
+from misc.ir_label import make_ir_labels
+from misc.log import log
+from misc.metrics import evaluate_label_pngs, summary
+from misc.seed_eval import evaluate_seeds
+from voc12.dataloader import VOCDataset
+
+# --dataset name -> builder from the flags
+DATASETS: dict[str, Callable[[argparse.Namespace], SegDataset]] = {
+    "voc12": lambda args: VOCDataset(args.voc12_root, args.cls_labels),
+}
+
+
+@lru_cache(maxsize=None)
+def _cached(name: str, key: tuple) -> SegDataset:
+    return DATASETS[name](argparse.Namespace(**dict(key)))
+
+
+def dataset(args: argparse.Namespace) -> SegDataset:
+    """The dataset chosen by --dataset (its root checked), built once per configuration."""
+    if args.dataset not in DATASETS:
+        raise ValueError(f"--dataset {args.dataset!r} is not one of {sorted(DATASETS)}")
+    key = tuple(sorted((k, v) for k, v in vars(args).items()
+                       if k.endswith("_root") or k == "cls_labels"))
+    return _cached(args.dataset, key)
+
+
+def id_list(path: str | Path) -> list[str]:
+    return load_img_name_list(path)
+
+
+def eval_ids(args: argparse.Namespace) -> list[str]:
+    """Ids of the evaluation split (--chainer_eval_set, read from the dataset)."""
+    return id_list(dataset(args).split_list(args.chainer_eval_set))
+
+
+def device(args: argparse.Namespace) -> torch.device:
+    """The process group (under torchrun) and this process's device (--device)."""
+    return dist.init_distributed(getattr(args, "device", "auto"))
+
+
+def network(module_name: str, flag: str) -> type:
+    """The `Net` class of a network module named by --cam_network / --amn_network /
+    --irn_network (the reference's convention)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ImportError(f"{flag} {module_name}: cannot import it ({err}); pass a module path "
+                          f"such as net.resnet50_cam") from err
+    if not isinstance(getattr(module, "Net", None), type):
+        raise ValueError(f"{flag} {module_name}: the module has no class Net; a network module "
+                         f"defines `Net` with the constructor of the default one")
+    return module.Net
+
+
+def train_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of misc.train.train shared by train_cam, train_amn and train_irn:
+    loader workers, seed, and the resumable state (every --checkpoint_every steps; a rerun
+    continues from it unless --resume False or --overwrite True)."""
+    return dict(num_workers=args.num_workers, seed=args.seed,
+                checkpoint_every=args.checkpoint_every or 0,
+                resume=args.resume and not args.overwrite)
+
+
+def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background_channel: bool,
+                  step: str) -> dict:
+    """eval_cam / eval_amn_cam: `map_dir` at --cam_eval_thres and every --sweep_thres, appended
+    to --metrics_file."""
+    if not dist.is_main():
+        return {}
+    data = dataset(args)
+    scores = evaluate_seeds(eval_ids(args), map_dir, data.gt_dir(), data.class_names,
+                            args.cam_eval_thres, args.sweep_thres, drop_background_channel,
+                            args.num_workers)
+    record = {"step": step, "split": args.chainer_eval_set, **scores}
+    append_metrics(args.metrics_file, record)
+    log(f"{step}: mIoU {100 * record['miou']:.2f} at threshold {args.cam_eval_thres}; "
+        f"best {100 * record['best_miou']:.2f} at {record['best_threshold']:.2f}")
+    log("  per class: " + ", ".join(f"{n} {100 * v:.1f}" if v is not None else f"{n} -"
+                                    for n, v in record["iou"].items()))
+    return record
+
+
+def run_ir_label_step(args: argparse.Namespace, map_dir: str | Path, out_dir: str | Path,
+                      fg_thres: float, bg_thres: float, drop_background_channel: bool,
+                      step: str) -> dict:
+    """cam_to_ir_label / amn_cam_to_ir_label: this rank's share of --train_list, then the
+    labels' score on the evaluation split."""
+    ids = dist.shard(id_list(args.train_list))
+    stats = make_ir_labels(ids, map_dir, dataset(args).image_path, out_dir, fg_thres, bg_thres,
+                           drop_background_channel, num_workers=args.num_workers,
+                           overwrite=args.overwrite)
+    log(f"{step}: {stats['written']} labels written, {stats['skipped']} already done, "
+        f"{stats['seconds']:.0f} s (fg {fg_thres}, bg {bg_thres}) -> {out_dir}")
+    dist.barrier()
+    if dist.is_main():
+        stats.update(score_ir_labels(args, out_dir, step))
+    return stats
+
+
+def score_ir_labels(args: argparse.Namespace, out_dir: str | Path, step: str) -> dict:
+    """mIoU of the IR labels on the evaluation split (255 ignored) and their coverage."""
+    data = dataset(args)
+    done = set(id_list(args.train_list))
+    ids = [i for i in eval_ids(args) if i in done]
+    if not ids:
+        return {}
+    conf, coverage = evaluate_label_pngs(ids, out_dir, data.gt_dir(), data.n_classes + 1, 255)
+    record = {"step": step, "split": args.chainer_eval_set, "ignore_pred": 255,
+              **summary(conf, ("background",) + data.class_names), "coverage": coverage}
+    append_metrics(args.metrics_file, record)
+    log(f"{step}: IR labels mIoU {100 * record['miou']:.2f} (255 ignored), "
+        f"coverage {100 * coverage:.1f}%")
+    return {"miou": record["miou"], "coverage": coverage}
