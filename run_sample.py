@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--amn_monitor", default=False, type=str2bool,
       help="after each epoch, single-scale mIoU on --chainer_eval_set (the reference always does)")
     a("--amn_deterministic", default=False, type=str2bool,
-      help="turn dropout off at AMN inference (the reference leaves it on: spec Q1)")
+      help="turn dropout off at AMN inference (the reference leaves it on: docs/quirks.md Q1)")
     # Mining inter-pixel relations
     a("--conf_fg_thres", default=None, type=float,
       help="when given, overrides the fg threshold of the IR-label step(s) run in this call")
@@ -164,13 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--irn_num_epoches", default=None, type=int)
     a("--irn_learning_rate", default=None, type=float)
     a("--irn_weight_decay", default=1e-4, type=float)
-    # Random walk (typed, unlike the reference: spec Q13)
+    # Random walk (typed, unlike the reference: docs/quirks.md Q13)
     a("--beta", default=10.0, type=float)
     a("--exp_times", default=None, type=int,
       help="the walk takes 2^exp_times steps")
     a("--sem_seg_power", default=1.3, type=float, help="power on the AMN seeds before the walk")
     a("--sem_seg_bg_thres", default=0.25, type=float)
-    # Segmentation network (DeepLab-V2, spec/deeplab.md)
+    # Segmentation network (DeepLab-V2, docs/deeplab.md)
     a("--seg_backbone", default=None, choices=("resnet101", "resnet50"),
       help="DeepLab backbone")
     a("--seg_backbone_style", default="torchvision", choices=("torchvision", "caffe"),

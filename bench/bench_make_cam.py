@@ -30,8 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from misc.artifacts import load_maps
 from misc.multiscale import cam_merge, run_multiscale_inference
-from net.resnet50_cam import Net
 from misc.samples import MultiScaleDataset
+from net.resnet50_cam import Net
 from voc12.dataloader import VOCDataset
 
 SCALES = (1.0, 0.5, 1.5, 2.0)
@@ -156,7 +156,6 @@ def main() -> None:
         sizes = image_sizes(args.n_images, *args.size)
         ids = write_dataset(tmp / "voc", sizes)
         voc = VOCDataset(tmp / "voc")
-        labels = voc.labels
         dataset = MultiScaleDataset(ids, voc, "bench", SCALES)
         ref_dir, our_dir = tmp / "ref", tmp / "ours"
         ref_dir.mkdir()

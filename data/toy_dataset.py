@@ -36,7 +36,6 @@ from scipy import ndimage
 
 from misc.imutils import voc_palette
 
-
 # ---- default sizes (tune here; the whole pipeline must run on a 2-core CPU in minutes) ----
 N_TRAIN_AUG = 240
 N_TRAIN = 100

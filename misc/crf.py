@@ -1,5 +1,5 @@
 """Dense CRFs (on hard label maps for IR labels, on probabilities for DeepLab) and the
-score-map -> confident IR label rule (spec §2.4, §2.5; deeplab.md §4.2)."""
+score-map -> confident IR label rule (docs/pipeline.md §2.4, §2.5; docs/deeplab.md §4.2)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -75,7 +75,7 @@ def _crf_at_threshold(img: np.ndarray, scores: np.ndarray, keys_pad: np.ndarray,
 
 def ir_label_from_scores(img: np.ndarray, scores: np.ndarray, keys: np.ndarray,
                          fg_thres: float, bg_thres: float) -> np.ndarray:
-    """Confident IR label (spec §2.5), uint8 (H, W) in {0, c+1, 255}.
+    """Confident IR label (docs/pipeline.md §2.5), uint8 (H, W) in {0, c+1, 255}.
 
     img: uint8 (H, W, 3); scores: (K, H, W) foreground scores in [0, 1] (float32 comparison,
     ties go to background); keys: (K,) 0-based classes. K == 0 gives all background.

@@ -20,8 +20,6 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from misc.imutils import IGNORE
-
 
 def load_img_name_list(path: str | Path) -> list[str]:
     """Ids of a list file, one per line (first column), kept as strings."""

@@ -37,7 +37,7 @@ def global_masked_mean(values: torch.Tensor, mask: torch.Tensor, eps: float = 0.
 
 
 def balanced_smoothed_ce(logits: torch.Tensor, label: torch.Tensor, eps: float) -> torch.Tensor:
-    """AMN's per-pixel classification loss (spec §3.5).
+    """AMN's per-pixel classification loss (docs/pipeline.md §3.5).
 
     logits: (B, C_out, h, w); label: (B, h, w) in {0..C_out-1, 255}. Soft targets 1 - eps for the
     label class and eps / (C_out - 1) elsewhere; loss = 1/2 mean over background pixels +
@@ -56,7 +56,7 @@ def balanced_smoothed_ce(logits: torch.Tensor, label: torch.Tensor, eps: float) 
 
 def irn_loss(affinity: torch.Tensor, pair_disp: torch.Tensor, targets: torch.Tensor,
              bg_pos: torch.Tensor, fg_pos: torch.Tensor, neg: torch.Tensor) -> dict:
-    """IRN's losses (spec §3.9), means over the global batch.
+    """IRN's losses (docs/pipeline.md §3.9), means over the global batch.
 
     affinity: (B, D, N) in [0, 1]; pair_disp: (B, 2, D, N) = D(p) - D(p+d); targets: (2, D, 1)
     direction vectors; bg_pos / fg_pos / neg: (B, D, N) bool. Returns the four terms and 'total'.

@@ -1,6 +1,6 @@
 """Semantic-segmentation metrics: confusion matrices by bincount and one-pass threshold sweeps.
 
-Conventions (spec/amn_irn.md §2.6): label maps hold 0 = background, c+1 = class c, 255 = ignore.
+Conventions (docs/pipeline.md §2.6): label maps hold 0 = background, c+1 = class c, 255 = ignore.
 Confusion matrices are (n, n) int64 with rows = ground truth, columns = prediction.
 IoU_c = N_cc / (row_c + col_c - N_cc); mIoU = nanmean over all n classes (background included).
 """

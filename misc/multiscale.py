@@ -112,7 +112,7 @@ def cam_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, in
 
 
 def amn_merge(ir_label_dir: str | Path) -> MergeFn:
-    """make_amn_cam's merge (spec §3.6): mean of the scales' logits at stride 4 and straight at
+    """make_amn_cam's merge (docs/pipeline.md §3.6): mean of the scales' logits at stride 4 and straight at
     full size, softmax, keep [background, present classes], min-max per channel, and keep the
     raw probability where the CAM IR label (PIL-nearest resized) is confident background.
 

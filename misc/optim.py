@@ -8,8 +8,9 @@ class PolyOptimizer(torch.optim.SGD):
     """SGD whose per-group lr follows lr0 * (1 - step/max_step)^power, updated before each step.
 
     The reference builds SGD(params, lr, weight_decay) positionally, so its SGD momentum equals
-    the weight decay (1e-4, spec §2.3 / Q2). `momentum=None` reproduces that quirk; pass 0.9 for
-    ordinary momentum SGD. Weight decay comes from each group's 'weight_decay'.
+    the weight decay (1e-4, docs/pipeline.md §2.3 / docs/quirks.md Q2). `momentum=None`
+    reproduces that quirk; pass 0.9 for ordinary momentum SGD. Weight decay comes from each
+    group's 'weight_decay'.
     `update_every` k > 1 recomputes the lr only at steps that are multiples of k (deeplab-pytorch's
     LR_DECAY 10: step s uses (1 - k*floor(s/k)/max_step)^power).
     """

@@ -1,4 +1,4 @@
-"""Path index of IRN (spec/amn_irn.md §3.9): directions within a radius, the pixel path of each
+"""Path index of IRN (docs/pipeline.md §3.9): directions within a radius, the pixel path of each
 direction, and batched, device-side gathers over (direction, source) pairs.
 
 Shared by train_irn (affinity targets, losses) and make_sem_seg_labels (random walk). Index

@@ -1,4 +1,4 @@
-"""Random walk of make_sem_seg_labels (spec/amn_irn.md §3.10 step 3), without N x N matrices.
+"""Random walk of make_sem_seg_labels (docs/pipeline.md §3.10 step 3), without N x N matrices.
 
 Reference maths, for a boundary map Bd (h, w) and seeds S (K, h, w):
   a. pad Bd with 1.0 (R columns left and right, R rows at the bottom);

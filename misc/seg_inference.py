@@ -1,4 +1,4 @@
-"""DeepLab-V2 inference over an image list (eval_seg's mechanism, spec/deeplab.md §4).
+"""DeepLab-V2 inference over an image list (eval_seg's mechanism, docs/deeplab.md §4).
 
 Full-size images (no resize, no padding) through the MSC network; optional extra input scales
 and a mirrored copy average the softmax probabilities; logits are upsampled bilinearly

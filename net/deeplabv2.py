@@ -1,6 +1,6 @@
 """DeepLab-V2 with multi-scale inputs (MSC), the segmentation network of the last stage.
 
-Architecture (spec/deeplab.md §1):
+Architecture (docs/deeplab.md §1):
 - backbone: ResNet-101 (or ResNet-50, `backbone="resnet50"`, used by the toy run) with frozen
   BatchNorm (FixedBatchNorm: running statistics always, gamma/beta not trained), strides
   (2, 2, 1, 1) and every 3x3 of layer3 / layer4 dilated 2 / 4 -> output stride 8
@@ -51,7 +51,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from misc.imutils import IMAGENET_MEAN, IMAGENET_STD
-from net.aspp import ASPP, ASPP_RATES as RATES
+from net.aspp import ASPP
+from net.aspp import ASPP_RATES as RATES
 from net.resnet50 import FixedBatchNorm, ResNet50, load_backbone_weights
 
 MSC_SCALES = (0.5, 0.75)
@@ -136,7 +137,7 @@ class MSC(nn.Module):
         full = self.base.single_scale(x)
         small = [self.base.single_scale(F.interpolate(x, scale_factor=s, mode="bilinear",
                                                       align_corners=False)) for s in self.scales]
-        up = [F.interpolate(l, full.shape[-2:], mode="bilinear", align_corners=False) for l in small]
+        up = [F.interpolate(o, full.shape[-2:], mode="bilinear", align_corners=False) for o in small]
         fused = torch.stack([full] + up).amax(dim=0)
         return [full] + small + [fused] if self.training else fused
 

@@ -20,6 +20,7 @@ import torch.nn as nn
 from net.aspp import ASPP
 from net.resnet50 import reference_backbone
 
+
 class Net(nn.Module):
     """forward(img (B,3,H,W) normalised, label_cls (B,C) multi-hot float) ->
     logits (B, C+1, ceil(H/16), ceil(W/16)), channel 0 = background."""
@@ -41,7 +42,7 @@ class Net(nn.Module):
         return self.classifier(x)
 
     def set_inference_dropout(self, active: bool) -> None:
-        """Keep Dropout sampling at inference (the reference's behaviour, spec Q1) or not."""
+        """Keep Dropout sampling at inference (the reference's behaviour, docs/quirks.md Q1) or not."""
         self.classifier[0].train(active)
 
     def param_groups(self) -> tuple[list, list]:

@@ -1,5 +1,5 @@
 """IRNet (Ahn et al., CVPR 2019): a frozen ResNet-50 with a class-boundary branch and a
-displacement-field branch, both at stride 4 (spec §3.9).
+displacement-field branch, both at stride 4 (docs/pipeline.md §3.9).
 
 The module tree mirrors the reference, so the state_dict has its keys (`resnet50.*`,
 `stage1..5.*`, `fc_edge1..6.*`, `fc_dp1..7.*`, `backbone.*`, `edge_layers.*`, `dp_layers.*`,

@@ -1,4 +1,4 @@
-"""amn_cam_to_ir_label: AMN maps -> IR labels for IRN (spec §3.8), thresholds 0.45 / 0.15."""
+"""amn_cam_to_ir_label: AMN maps -> IR labels for IRN (docs/pipeline.md §3.8), thresholds 0.45 / 0.15."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""cam_to_ir_label: CAMs -> confident IR labels with two dense-CRF passes (spec §2.5, §3.4)."""
+"""cam_to_ir_label: CAMs -> confident IR labels with two dense-CRF passes (docs/pipeline.md §2.5, §3.4)."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""eval_amn_cam: AMN seed mIoU on the foreground channels (spec §3.7), with the sweep."""
+"""eval_amn_cam: AMN seed mIoU on the foreground channels (docs/pipeline.md §3.7), with the sweep."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""eval_cam: CAM seed mIoU at --cam_eval_thres and over a threshold sweep (spec §3.3)."""
+"""eval_cam: CAM seed mIoU at --cam_eval_thres and over a threshold sweep (docs/pipeline.md §3.3)."""
 from __future__ import annotations
 
 import argparse

@@ -1,11 +1,11 @@
-"""eval_seg: DeepLab-V2 inference, optional dense CRF, palette PNGs and mIoU (spec/deeplab.md §4).
+"""eval_seg: DeepLab-V2 inference, optional dense CRF, palette PNGs and mIoU (docs/deeplab.md §4).
 
 For every id of --seg_eval_list (default --val_list): the full-size image through the MSC network
 (max fusion of 1x, 0.75x, 0.5x, as deeplab-pytorch's `test`), optional extra input scales
 (--seg_infer_scales) and a flipped copy (--seg_infer_flip). With --seg_crf, pydensecrf refines
 the probabilities with deeplab-pytorch's values (10 iterations, Gaussian 3/1, bilateral 4/67/3)
 on the REAL uint8 RGB image; the reference feeds the mean-subtracted BGR image cast to uint8
-(negative values wrap around), which we do not reproduce (spec §4.2; the bilateral kernel is
+(negative values wrap around), which we do not reproduce (docs/deeplab.md §4.2; the bilateral kernel is
 channel-order invariant, so RGB vs BGR does not matter). Predictions go to
 --seg_pred_out_dir/<id>.png as VOC palette PNGs; the dataset-level mIoU against
 SegmentationClass is appended to --metrics_file (with the no-CRF mIoU of the same run). With

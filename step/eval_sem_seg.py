@@ -1,4 +1,4 @@
-"""eval_sem_seg: pseudo-mask mIoU on --chainer_eval_set (spec §3.11)."""
+"""eval_sem_seg: pseudo-mask mIoU on --chainer_eval_set (docs/pipeline.md §3.11)."""
 from __future__ import annotations
 
 import argparse

@@ -1,6 +1,6 @@
-"""make_amn_cam: multi-scale + flip AMN maps of the train list (spec §3.6) -> result/amn_cam.
+"""make_amn_cam: multi-scale + flip AMN maps of the train list (docs/pipeline.md §3.6) -> result/amn_cam.
 
-Dropout stays active at inference by default, as in the reference (spec Q1);
+Dropout stays active at inference by default, as in the reference (docs/quirks.md Q1);
 --amn_deterministic True turns it off.
 """
 from __future__ import annotations

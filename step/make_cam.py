@@ -1,4 +1,4 @@
-"""make_cam: multi-scale + flip CAMs of the train list (spec §3.2) -> result/cam/<id>.npz."""
+"""make_cam: multi-scale + flip CAMs of the train list (docs/pipeline.md §3.2) -> result/cam/<id>.npz."""
 from __future__ import annotations
 
 import argparse

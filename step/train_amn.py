@@ -1,4 +1,4 @@
-"""train_amn: the Activation Manipulation Network on the CAM IR labels (spec §3.5).
+"""train_amn: the Activation Manipulation Network on the CAM IR labels (docs/pipeline.md §3.5).
 
 Per-pixel classification with label smoothing (--eps) and fg/bg balanced means, Adam with the
 backbone at 5e-6 and the new layers at 1e-4 (weight decay 1e-4, no schedule), random rescale ->

@@ -1,4 +1,4 @@
-"""train_cam: the ResNet-50 CAM classifier (spec §3.1).
+"""train_cam: the ResNet-50 CAM classifier (docs/pipeline.md §3.1).
 
 Multilabel soft-margin loss, poly SGD (lr x1 backbone / x10 head, the reference's momentum quirk
 by default), resize_long -> flip -> crop; per-epoch validation loss and mAP on val_list.
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> dict:
     model = common.network(args.cam_network, "--cam_network")(data.n_classes,
                                                                args.backbone_weights)
     for p in list(model.stage1.parameters()) + list(model.stage2.parameters()):
-        p.requires_grad_(False)  # detached in forward: no gradient reaches them (spec §3.1)
+        p.requires_grad_(False)  # detached in forward: no gradient reaches them (docs/pipeline.md §3.1)
     backbone, head = model.param_groups()
 
     def make_optimizer(max_step: int) -> PolyOptimizer:

@@ -1,4 +1,4 @@
-"""train_irn: IRNet's boundary and displacement branches on the AMN IR labels (spec §3.9).
+"""train_irn: IRNet's boundary and displacement branches on the AMN IR labels (docs/pipeline.md §3.9).
 
 The pair labels (bg_pos / fg_pos / neg over 152 directions) are computed on the device from the
 stride-4 label of each crop (PIL-nearest pixels 4i+2), instead of the reference's 22.8 MiB of

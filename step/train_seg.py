@@ -1,4 +1,4 @@
-"""train_seg: DeepLab-V2 (MSC) on a folder of label PNGs (spec/deeplab.md §2-§3, §8).
+"""train_seg: DeepLab-V2 (MSC) on a folder of label PNGs (docs/deeplab.md §2-§3, §8).
 
 Labels: --seg_label_dir (default: the pseudo-masks of make_sem_seg_labels, result/sem_seg;
 `gt` = the dataset's SegmentationClass, for the fully supervised upper bound), values 0..C and

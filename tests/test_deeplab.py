@@ -9,17 +9,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 import run_sample
-from misc.imutils import voc_palette
 from misc import imutils
 from misc.artifacts import load_checkpoint, load_png, save_png
+from misc.crf import crf_inference_prob
+from misc.imutils import voc_palette
+from misc.losses import pixel_ce
 from misc.optim import PolyOptimizer
+from misc.samples import SegTrainDataset
 from misc.train import state_path, train
 from net.deeplabv2 import DeepLabV2, convert_deeplab_pytorch, convert_file, deeplab_v2_msc
 from net.resnet50 import ResNet50
-from misc.crf import crf_inference_prob
-from misc.losses import pixel_ce
 from step.train_seg import param_groups
-from misc.samples import SegTrainDataset
 from tests.conftest import write_fake_voc
 from voc12.dataloader import VOCDataset
 
@@ -85,7 +85,7 @@ def test_resnet101_and_caffe_style_layout():
         f"aspp.c{i}.{p}" for i in range(4) for p in ("bias", "weight")]
     conv = model.aspp.c3
     assert conv.dilation == (24, 24) and conv.padding == (24, 24) and conv.out_channels == 21
-    # the spec's sizes for a 321 crop in the Caffe layout: 41 / 31 / 21
+    # the sizes of docs/deeplab.md §1.3 for a 321 crop in the Caffe layout: 41 / 31 / 21
     assert [conv_out(n, True) for n in (321, 240, 160)] == [41, 31, 21]
     # normalised RGB -> BGR 0-255 minus the Caffe mean, exactly
     img = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -142,7 +142,7 @@ def test_init_weights_keys_and_mismatch(tmp_path):
 
 
 def deeplab_pytorch_names(state: dict) -> dict:
-    """Our DeepLab state_dict under deeplab-pytorch's MSC names (spec §1.1, §2.1)."""
+    """Our DeepLab state_dict under deeplab-pytorch's MSC names (docs/deeplab.md §1.1, §2.1)."""
     unit = {"1": "reduce", "2": "conv3x3", "3": "increase"}
     out = {}
     for k, v in state.items():
@@ -169,7 +169,8 @@ def test_convert_deeplab_pytorch_checkpoint(r50_deeplab, tmp_path):
     assert "whole DeepLab" in convert_file(tmp_path / "theirs.pth", tmp_path / "ours.pth")
     model = DeepLabV2(3, "resnet50")
     load_checkpoint(model, tmp_path / "ours.pth", made_by="convert")
-    assert torch.equal(model.backbone.layer4[2].conv3.weight, r50_deeplab.base.backbone.layer4[2].conv3.weight)
+    assert torch.equal(model.backbone.layer4[2].conv3.weight,
+                       r50_deeplab.base.backbone.layer4[2].conv3.weight)
     init = {k[5:]: v for k, v in theirs.items() if not k.startswith("base.aspp")}
     torch.save(init, tmp_path / "init.pth")  # an init file: backbone only, no base. prefix
     assert "backbone state_dict" in convert_file(tmp_path / "init.pth", tmp_path / "bb.pth")

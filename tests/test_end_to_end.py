@@ -10,7 +10,6 @@ import run_sample
 from data.toy_dataset import ToyConfig
 from misc.artifacts import load_maps, load_png
 
-
 # the toy profile shrunk to seconds: what the no-argument run does, on the tiny toy dataset
 TINY_PROFILE = dict(cam_crop_size=64, cam_resize_long=(56, 72), cam_batch_size=8,
                     cam_num_epoches=1, amn_crop_size=64, amn_batch_size=8, amn_num_epoches=1,

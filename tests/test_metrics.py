@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from misc.artifacts import save_maps, save_png
-from misc.metrics import (ThresholdSweep, confusion_matrix, evaluate_maps, iou_per_class,
-                          mean_iou, summary)
+from misc.metrics import (
+    ThresholdSweep,
+    confusion_matrix,
+    evaluate_maps,
+    iou_per_class,
+    mean_iou,
+    summary,
+)
 
 
 def _brute_confusion(pred, gt, n, ignore_pred=None):

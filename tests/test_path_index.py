@@ -1,4 +1,4 @@
-"""misc.path_index against the spec (§3.9) and direct loops over sources and directions."""
+"""misc.path_index against docs/pipeline.md (§3.9) and direct loops over sources and directions."""
 from __future__ import annotations
 
 import pytest

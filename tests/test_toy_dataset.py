@@ -9,8 +9,14 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from data.toy_dataset import (MARKER, VOID, ToyConfig, build_toy_dataset, class_names,
-                              ensure_toy_dataset)
+from data.toy_dataset import (
+    MARKER,
+    VOID,
+    ToyConfig,
+    build_toy_dataset,
+    class_names,
+    ensure_toy_dataset,
+)
 from misc.imutils import voc_palette
 
 TINY = ToyConfig.tiny()
