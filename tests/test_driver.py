@@ -34,3 +34,42 @@ def test_voc_profile_keeps_reference_defaults(fake_voc):
     assert (args.cam_conf_fg_thres, args.amn_conf_fg_thres) == (0.30, 0.45)
     args = _resolve(["--voc12_root", str(fake_voc), "--conf_fg_thres", "0.4"])
     assert args.cam_conf_fg_thres == args.amn_conf_fg_thres == 0.4
+
+
+def test_profile_by_name_for_a_small_voc_layout_root(fake_voc):
+    """--profile toy gives a VOC-layout root of one's own the toy sizes in one flag; an explicit
+    size flag still wins over the profile."""
+    args = _resolve(["--voc12_root", str(fake_voc), "--profile", "toy", "--irn_batch_size", "4"])
+    toy = run_sample.PROFILES["toy"]
+    assert args.profile == "toy" and args.irn_batch_size == 4
+    assert (args.cam_crop_size, args.exp_times, args.seg_backbone) == (
+        toy["cam_crop_size"], toy["exp_times"], toy["seg_backbone"]) == (128, 4, "resnet50")
+    assert args.poly_momentum == 0.9
+    assert _resolve(["--voc12_root", str(fake_voc)]).profile == "voc12"
+
+
+def test_help_texts_come_from_the_profiles():
+    helps = {a.dest: a.help for a in run_sample.build_parser()._actions}
+    for key in run_sample.PROFILES["voc12"]:
+        for name, profile in run_sample.PROFILES.items():
+            value = profile[key]
+            shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            assert f"{shown} ({name})" in helps[key], (key, helps[key])
+    assert "3 (voc12), 5 (toy)" in helps["irn_num_epoches"]
+
+
+def test_network_flags_import_the_named_module(fake_voc, tmp_path, monkeypatch):
+    """--cam_network / --amn_network / --irn_network name a module whose `Net` is used, as in
+    the reference; a module that cannot be imported or has no Net is a clear error."""
+    import pytest
+
+    from step import common
+    (tmp_path / "my_cam.py").write_text("from net.resnet50_cam import Net as _Base\n\n"
+                                        "class Net(_Base):\n    custom = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert common.network("my_cam", "--cam_network").custom
+    (tmp_path / "no_net.py").write_text("X = 1\n")
+    with pytest.raises(ValueError, match="--amn_network no_net: the module has no class Net"):
+        common.network("no_net", "--amn_network")
+    with pytest.raises(ImportError, match="--irn_network net.nothing_here: cannot import"):
+        common.network("net.nothing_here", "--irn_network")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from misc.dataset import IGNORE, ClassLabels
+from misc.dataset import ClassLabels
+from misc.imutils import IGNORE
 
 VOC12_DIR = Path(__file__).resolve().parent
 
