@@ -35,8 +35,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from coco14.dataloader import (GT_FOLDER, LABELS_FILE, N_CLASSES, SPLITS, ImageLayout,
-                               detect_layout)
+from coco14.dataloader import GT_FOLDER, LABELS_FILE, N_CLASSES, SPLITS, ImageLayout, detect_layout
 from misc.artifacts import atomic_path, remove_stale_temporaries, save_png
 from misc.imutils import IGNORE
 from misc.workers import cpu_pool

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from coco14.dataloader import (COCO14_DIR, GT_FOLDER, LABELS_FILE, COCODataset, detect_layout)
-from coco14.prepare import instance_mask, main, prepare, render_semantic, ImageRecord, Instance
+from coco14.dataloader import COCO14_DIR, GT_FOLDER, LABELS_FILE, COCODataset, detect_layout
+from coco14.prepare import ImageRecord, Instance, instance_mask, main, prepare, render_semantic
 from misc import imutils
 from misc.artifacts import load_png
 from misc.dataset import SegDataset, check_ids

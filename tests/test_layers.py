@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 # package -> layer; a module may import its own package or packages of a lower layer only
 LAYERS = {"run_sample": 4, "step": 3, "data": 3, "net": 2, "voc12": 2, "coco14": 2, "misc": 1}
 BELOW_STEP = ("net", "voc12", "coco14", "misc")
-CLI_FUNCTIONS = ("main", "_main")  # a module's own `python -m` entry may parse its own flags
+CLI_FUNCTIONS = ("main", "_main", "parse_args")  # a module's own `python -m` entry
 
 
 def project_modules() -> dict[str, Path]:
