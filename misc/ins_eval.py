@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from misc.artifacts import load_png
+from misc.ins_seg import load_instances
 
 VOID = 255
 DEFAULT_THRESHOLDS = (0.5, 0.25, 0.75)
@@ -194,3 +195,29 @@ def eval_ins_seg(pairs: Iterable[tuple[tuple[np.ndarray, np.ndarray, np.ndarray]
     for (labels, score, cls), gt in pairs:
         ev.add_labels(labels, score, cls, gt, ignore_void)
     return ev.result()
+
+
+def eval_ins_seg_files(ids: Iterable[str], pred_dir: str | Path, object_dir: str | Path,
+                       class_dir: str | Path, n_classes: int,
+                       thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                       use_07_metric: bool = False, ignore_void: bool = False) -> dict[float, dict]:
+    """`eval_ins_seg` over files: <pred_dir>/<id>.npz (misc.ins_seg.save_instances) against
+    <object_dir>/<id>.png (SegmentationObject) and <class_dir>/<id>.png (SegmentationClass)."""
+    def pairs():
+        for i in ids:
+            res = load_instances(Path(pred_dir) / f"{i}.npz")
+            yield (res.labels, res.score, res.cls), load_gt_instances(
+                Path(object_dir) / f"{i}.png", Path(class_dir) / f"{i}.png")
+    return eval_ins_seg(pairs(), n_classes, thresholds, use_07_metric, ignore_void)
+
+
+def summary(result: dict[float, dict], class_names: Sequence[str]) -> dict:
+    """JSON-ready {'map@0.5': float | None, 'ap@0.5': {name: float | None}, ...}."""
+    out = {}
+    for t, r in result.items():
+        if len(class_names) != len(r["ap"]):
+            raise ValueError(f"{len(class_names)} class names for {len(r['ap'])} classes")
+        out[f"map@{t:g}"] = None if np.isnan(r["map"]) else r["map"]
+        out[f"ap@{t:g}"] = {n: (None if np.isnan(v) else float(v))
+                            for n, v in zip(class_names, r["ap"])}
+    return out

@@ -153,6 +153,27 @@ def instance_map(displacement: Tensor, iterations: int = CENTROID_ITERATIONS,
     return torch.unique(at_centroid, sorted=True, return_inverse=True)[1].view(comp.shape)
 
 
+@torch.no_grad()
+def edge_and_displacement(forward: Callable[[Tensor], tuple[Tensor, Tensor]], img: Tensor,
+                          pad_to: int) -> tuple[Tensor, Tensor]:
+    """IRN maps of one image as the reference's inference wrapper (§3.10 step 1, §3.12).
+
+    forward(x (2, 3, S, S)) -> (edge logits (2, 1, s4, s4), displacement (2, 2, s4, s4)), the
+    model in eval mode (mean shift subtracted); img: (3, H, W) normalised. The pair [img,
+    mirror] is zero-padded right/bottom to pad_to when the image fits. Returns boundary (h4, w4)
+    = sigmoid of the mean of the edge logits of the image and the unmirrored mirror, in [0, 1],
+    and the displacement (2, h4, w4) of the unmirrored image; h4 = ceil(H / 4).
+    """
+    h, w = img.shape[1:]
+    pair = torch.stack([img, img.flip(-1)])
+    if h <= pad_to and w <= pad_to:
+        pair = F.pad(pair, (0, pad_to - w, 0, pad_to - h))
+    h4, w4 = (h - 1) // 4 + 1, (w - 1) // 4 + 1
+    edge, disp = forward(pair)
+    edge = edge[:, 0, :h4, :w4]
+    return torch.sigmoid((edge[0] + edge[1].flip(-1)) / 2), disp[0, :, :h4, :w4]
+
+
 # ------------------------------------ instance segments -------------------------------------
 
 def instance_seeds(cams: Tensor, instances: Tensor) -> tuple[Tensor, Tensor]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from misc.artifacts import save_png
 from misc.ins_eval import (GtInstances, InsSegEvaluator, average_precision, eval_ins_seg,
-                           gt_instances, iou_matrix, mask_iou)
+                           eval_ins_seg_files, gt_instances, iou_matrix, mask_iou, summary)
+from misc.ins_seg import InstanceResult, save_instances
 
 THRESHOLDS = (0.5, 0.25, 0.75)
 
@@ -195,3 +197,20 @@ def test_unknown_class_raises() -> None:
         ev.add(np.array([0.5]), np.array([2]), np.zeros(0, np.int64), np.zeros((1, 0)))
     assert isinstance(GtInstances(np.zeros((1, 1)), np.zeros(0), np.zeros((1, 1), bool)),
                       GtInstances)
+
+
+def test_eval_from_files_and_summary(tmp_path) -> None:
+    obj = np.zeros((6, 8), np.uint8)
+    cls = np.zeros((6, 8), np.uint8)
+    obj[0:3, 0:3], cls[0:3, 0:3] = 1, 2
+    obj[3:6, 4:8], cls[3:6, 4:8] = 2, 2
+    save_png(tmp_path / "obj" / "a.png", obj)
+    save_png(tmp_path / "cls" / "a.png", cls)
+    labels = np.zeros((6, 8), np.uint16)
+    labels[0:3, 0:3] = 1                        # exact on instance 1, instance 2 missed
+    save_instances(tmp_path / "pred" / "a.npz",
+                   InstanceResult(labels, np.array([0.9], np.float32), np.array([1])))
+    res = eval_ins_seg_files(["a"], tmp_path / "pred", tmp_path / "obj", tmp_path / "cls", 2)
+    assert res[0.5]["ap"][1] == 0.5 and np.isnan(res[0.5]["ap"][0]) and res[0.5]["map"] == 0.5
+    out = summary(res, ["cat", "dog"])
+    assert out["map@0.5"] == 0.5 and out["ap@0.25"] == {"cat": None, "dog": 0.5}

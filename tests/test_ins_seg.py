@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from misc.ins_seg import (InstanceResult, best_channel, connected_components, displacement_mean,
-                          find_centroids, fit_mean_shift, instance_map, instance_masks,
-                          load_instances, save_instances)
+                          edge_and_displacement, find_centroids, fit_mean_shift, instance_map,
+                          instance_masks, load_instances, save_instances)
 from misc.random_walk import dense_random_walk
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -248,3 +248,23 @@ def test_fit_mean_shift_sets_running_mean() -> None:
     model.eval()
     _, disp = model(batches[1])
     assert torch.allclose(disp.mean(dim=(0, 2, 3)), torch.tensor([1.0, 1.0]) - mean)
+
+
+def test_edge_and_displacement_pads_crops_and_merges_the_mirror() -> None:
+    calls = []
+
+    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(tuple(x.shape))
+        pooled = F.avg_pool2d(x, 4, ceil_mode=True)          # (2, 3, s4, s4)
+        return pooled[:, :1], pooled[:, 1:]
+
+    gen = torch.Generator().manual_seed(0)
+    img = torch.randn(3, 21, 30, generator=gen)
+    boundary, disp = edge_and_displacement(forward, img, pad_to=32)
+    assert calls == [(2, 3, 32, 32)] and boundary.shape == (6, 8) and disp.shape == (2, 6, 8)
+    padded = F.pad(torch.stack([img, img.flip(-1)]), (0, 2, 0, 11))
+    pooled = F.avg_pool2d(padded, 4, ceil_mode=True)[..., :6, :8]
+    want = torch.sigmoid((pooled[0, 0] + pooled[1, 0].flip(-1)) / 2)
+    assert torch.allclose(boundary, want) and torch.equal(disp, pooled[0, 1:])
+    edge_and_displacement(forward, torch.randn(3, 40, 30), pad_to=32)  # too large: no padding
+    assert calls[-1] == (2, 3, 40, 30)
