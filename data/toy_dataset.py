@@ -14,6 +14,8 @@ per-pixel network trained on confident seeds can learn to extend to bodies.
 
 Layout under the root: JPEGImages/<id>.jpg, SegmentationClass/<id>.png (VOC palette; 0
 background, c+1 class c, 255 a ~2 px void band on every object boundary),
+SegmentationObject/<id>.png (VOC palette; 0 background, 1..N the visible objects in drawing order,
+255 on the same void band; images often hold two or three objects of one class),
 ImageSets/Segmentation/{train_aug,train,val}.txt, cls_labels.csv, class_names.txt and a
 `.complete` marker holding the generator version and the config as JSON.
 
@@ -252,9 +254,18 @@ def choose_classes(rng: np.random.Generator, cfg: ToyConfig) -> list[int]:
 
 def render_image(rng: np.random.Generator, cfg: ToyConfig) -> tuple[np.ndarray, np.ndarray]:
     """One image: uint8 (H, W, 3) RGB and uint8 (H, W) label map with the void band."""
+    rgb, label, _ = render_image_with_objects(rng, cfg)
+    return rgb, label
+
+
+def render_image_with_objects(rng: np.random.Generator,
+                              cfg: ToyConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`render_image` plus the uint8 (H, W) object map (VOC SegmentationObject). The object
+    ids are bookkeeping of the drawing loop: no extra random numbers, same image and labels."""
     h, w = (int(v) for v in rng.integers(cfg.min_side, cfg.max_side + 1, 2))
     img = render_background(rng, h, w, cfg.n_distractors)
     label = np.zeros((h, w), np.uint8)
+    drawn = np.zeros((h, w), np.uint8)  # k + 1 = the object drawn k-th, later ones on top
     parts = np.zeros((h, w), bool)
     objects = choose_classes(rng, cfg)
     lo, hi = cfg.object_size
@@ -271,11 +282,23 @@ def render_image(rng: np.random.Generator, cfg: ToyConfig) -> tuple[np.ndarray, 
             continue  # no room: skip this object (labels come from the final mask)
         paint_object(img, rng, cls, cfg, body, part, geom)
         label[obj] = cls + 1
+        drawn[obj] = k + 1
         parts |= part
     img = img * (1 + 0.06 * smooth_noise(rng, h, w, 3))  # global lighting
     rgb = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
     rgb = np.asarray(rgb.filter(ImageFilter.GaussianBlur(0.6)))
-    return rgb, add_void_band(label)
+    label = add_void_band(label)
+    return rgb, label, object_map(drawn, label)
+
+
+def object_map(drawn: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """VOC-style object map: drawing-order ids of the objects left visible outside the void
+    band of `label`, renumbered 1..N; 0 background, VOID where `label` is VOID."""
+    visible = np.where(label == VOID, 0, drawn)
+    ids = np.unique(visible[visible > 0])
+    lut = np.zeros(256, np.uint8)
+    lut[ids] = np.arange(1, ids.size + 1)
+    return np.where(label == VOID, VOID, lut[visible]).astype(np.uint8)
 
 
 def add_void_band(label: np.ndarray) -> np.ndarray:
@@ -304,16 +327,18 @@ def image_ids(cfg: ToyConfig) -> dict[str, list[str]]:
 
 def write_dataset(out: Path, cfg: ToyConfig) -> None:
     """Write every file of the dataset into the (empty) folder `out`, the marker last."""
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+    for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject",
+                "ImageSets/Segmentation"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     palette, names, lists = voc_palette(), class_names(cfg.n_classes), image_ids(cfg)
     rows = [",".join(["image_id", *names])]
     for i, iid in enumerate(lists["train_aug"] + lists["val"]):
-        rgb, label = render_image(np.random.default_rng([cfg.seed, i]), cfg)
+        rgb, label, objects = render_image_with_objects(np.random.default_rng([cfg.seed, i]), cfg)
         Image.fromarray(rgb).save(out / "JPEGImages" / f"{iid}.jpg", quality=JPEG_QUALITY)
-        png = Image.fromarray(label, "P")
-        png.putpalette(palette)
-        png.save(out / "SegmentationClass" / f"{iid}.png")
+        for folder, arr in (("SegmentationClass", label), ("SegmentationObject", objects)):
+            png = Image.fromarray(arr, "P")
+            png.putpalette(palette)
+            png.save(out / folder / f"{iid}.png")
         rows.append(",".join([iid, *map(str, present_classes(label, cfg.n_classes))]))
     for name, ids in lists.items():
         (out / "ImageSets/Segmentation" / f"{name}.txt").write_text("\n".join(ids) + "\n")
@@ -327,15 +352,18 @@ def marker_text(cfg: ToyConfig) -> str:
 
 
 def is_complete(root: Path, cfg: ToyConfig) -> bool:
-    """True when `root` holds a finished build of exactly this config and generator version."""
+    """True when `root` holds a finished build of exactly this config and generator version.
+    Builds made before the object maps existed (same marker, no SegmentationObject) are not:
+    rebuilding them adds the object maps and leaves every other file byte-identical."""
     try:
-        return (root / MARKER).read_text() == marker_text(cfg)
+        return (root / MARKER).read_text() == marker_text(cfg) \
+            and (root / "SegmentationObject").is_dir()
     except OSError:
         return False
 
 
-_OWN_ENTRIES = {"JPEGImages", "SegmentationClass", "ImageSets", "cls_labels.csv",
-                "class_names.txt", MARKER}
+_OWN_ENTRIES = {"JPEGImages", "SegmentationClass", "SegmentationObject", "ImageSets",
+                "cls_labels.csv", "class_names.txt", MARKER}
 
 
 def _check_replaceable(root: Path) -> None:
