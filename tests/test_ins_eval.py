@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from misc.artifacts import save_png
-from misc.ins_eval import (GtInstances, InsSegEvaluator, average_precision, eval_ins_seg,
-                           eval_ins_seg_files, gt_instances, iou_matrix, mask_iou, summary)
+from misc.ins_eval import (
+    GtInstances,
+    InsSegEvaluator,
+    average_precision,
+    eval_ins_seg,
+    eval_ins_seg_files,
+    gt_instances,
+    iou_matrix,
+    mask_iou,
+    summary,
+)
 from misc.ins_seg import InstanceResult, save_instances
 
 THRESHOLDS = (0.5, 0.25, 0.75)

@@ -10,9 +10,19 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from misc.ins_seg import (InstanceResult, best_channel, connected_components, displacement_mean,
-                          edge_and_displacement, find_centroids, fit_mean_shift, instance_map,
-                          instance_masks, load_instances, save_instances)
+from misc.ins_seg import (
+    InstanceResult,
+    best_channel,
+    connected_components,
+    displacement_mean,
+    edge_and_displacement,
+    find_centroids,
+    fit_mean_shift,
+    instance_map,
+    instance_masks,
+    load_instances,
+    save_instances,
+)
 from misc.random_walk import dense_random_walk
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
