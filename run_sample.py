@@ -23,6 +23,7 @@ from data.toy_dataset import ToyConfig
 REPO = Path(__file__).resolve().parent
 # the no-argument run: toy dataset, its generator settings, the cached synthetic backbone
 TOY_ROOT, TOY_CONFIG = REPO / "data" / "toy", ToyConfig()
+TOY_COCO_ROOT = REPO / "data" / "toy_coco"  # the same images in COCO layout (--dataset coco14)
 TOY_BACKBONE, TOY_PRETRAIN_STEPS = DEFAULT_BACKBONE_PATH, DEFAULT_STEPS
 
 # pass flag name -> step module, in pipeline order
@@ -42,14 +43,15 @@ PROFILES = {
                 seg_backbone="resnet101", seg_crop_size=321, seg_batch_size=10,
                 seg_num_iters=30000, checkpoint_every=200, poly_momentum=-1, cam_learning_rate=0.1,
                 amn_learning_rate=5e-6, amn_head_learning_rate=1e-4, irn_learning_rate=0.1,
-                exp_times=8),
+                exp_times=8, sem_seg_bg_thres=0.25, seg_learning_rate=2.5e-4),
     # 240 train_aug images: 15 steps per epoch at batch 16
     "toy": dict(cam_crop_size=128, cam_resize_long=(96, 160), cam_batch_size=16,
                 cam_num_epoches=8, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
                 amn_num_epoches=5, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=5,
                 # DeepLab ResNet-50: ~0.6 s per iteration on 2 idle CPU cores, ~1.5 min in all
                 seg_backbone="resnet50", seg_crop_size=64, seg_batch_size=4,
-                seg_num_iters=150, checkpoint_every=10,
+                seg_num_iters=150, checkpoint_every=10, sem_seg_bg_thres=0.25,
+                seg_learning_rate=2.5e-4,
                 # ~100 steps instead of ~3300: momentum and 10x Adam rates make up for it
                 poly_momentum=0.9, cam_learning_rate=0.03, amn_learning_rate=5e-5,
                 amn_head_learning_rate=1e-3, irn_learning_rate=0.03,
@@ -58,11 +60,22 @@ PROFILES = {
 }
 
 
+# the reference's COCO script (docs/pipeline.md §5) and the COCO DeepLab recipe of its lineage
+# (docs/deeplab.md §2.4: 100k iterations, lr 2e-4, batch 10, crop 321); the rest as voc12
+PROFILES["coco14"] = {**PROFILES["voc12"], "sem_seg_bg_thres": 0.22, "seg_num_iters": 100000,
+                      "seg_learning_rate": 2e-4}
+
 # default lists per --dataset (paths relative to the repository); the toy root carries its own
 DATASET_LISTS = {
     "voc12": dict(train_list="voc12/train_aug.txt", val_list="voc12/val.txt",
                   infer_list="voc12/train.txt"),
+    "coco14": dict(train_list="coco14/train14.txt", val_list="coco14/val14.txt",
+                   infer_list="coco14/train14.txt"),
 }
+ROOT_FLAGS = {"voc12": "voc12_root", "coco14": "coco14_root"}
+# the split whose list a list flag takes on a root that carries its own lists (the toy roots)
+SPLIT_OF = {"voc12": {"train_list": "train_aug", "val_list": "val", "infer_list": "train"},
+            "coco14": {"train_list": "train", "val_list": "val", "infer_list": "train"}}
 
 
 def profile_help(key: str, what: str = "") -> str:
@@ -87,14 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     # Environment
     a("--num_workers", default=max(1, (os.cpu_count() or 2) // 2), type=int)
-    a("--dataset", default="voc12", choices=("voc12",),
-      help="the data layer: voc12 (any VOC-layout root, the toy dataset included)")
+    a("--dataset", default="voc12", choices=tuple(DATASET_LISTS),
+      help="the data layer: voc12 (any VOC-layout root, the toy dataset included) or coco14 "
+           "(MS COCO 2014, prepared once with `python -m coco14.prepare`); outputs of a dataset "
+           "other than voc12 default to result/<dataset>/ and sess/<dataset>/")
     a("--profile", default=None, choices=tuple(PROFILES),
       help="the size defaults (crops, batches, epochs, rates, walk length, DeepLab): voc12 = "
            "the reference's; toy = the embedded toy dataset's, also for a small VOC-layout root "
            "of your own; default: toy without --voc12_root, else the --dataset's")
     a("--voc12_root", default=None, type=str,
       help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets); default: the toy dataset")
+    a("--coco14_root", default=None, type=str,
+      help="COCO 2014 folder (train2014/, val2014/, annotations/); default with --dataset "
+           "coco14: the toy dataset in COCO layout")
+    a("--coco14_gt_dir", default=None, type=str,
+      help="folder of ready semantic PNGs <id>.png (e.g. the published coco_seg_anno), scored "
+           "instead of <coco14_root>/SegmentationClass14 written by the preparation")
     a("--cls_labels", default=None, type=str,
       help="image-level label CSV; default <voc12_root>/cls_labels.csv if present, "
            "else voc12/cls_labels.csv")
@@ -169,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--exp_times", default=None, type=int,
       help="the walk takes 2^exp_times steps")
     a("--sem_seg_power", default=1.3, type=float, help="power on the AMN seeds before the walk")
-    a("--sem_seg_bg_thres", default=0.25, type=float)
+    a("--sem_seg_bg_thres", default=None, type=float)
     # Segmentation network (DeepLab-V2, docs/deeplab.md)
     a("--seg_backbone", default=None, choices=("resnet101", "resnet50"),
       help="DeepLab backbone")
@@ -191,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seg_batch_size", default=None, type=int,
       help="images per update (in one pass)")
     a("--seg_num_iters", default=None, type=int)
-    a("--seg_learning_rate", default=2.5e-4, type=float,
+    a("--seg_learning_rate", default=None, type=float,
       help="backbone lr; ASPP weights 10x, biases 20x")
     a("--seg_momentum", default=0.9, type=float)
     a("--seg_weight_decay", default=5e-4, type=float, help="not on the ASPP biases")
@@ -243,7 +264,14 @@ def prepare_toy(args: argparse.Namespace) -> None:
     (cached under data/: later runs start at once)."""
     from data.pretrain_backbone import ensure_pretrained_backbone
     from data.toy_dataset import ensure_toy_dataset
-    args.voc12_root = str(ensure_toy_dataset(TOY_ROOT, TOY_CONFIG))
+    voc_root = ensure_toy_dataset(TOY_ROOT, TOY_CONFIG)
+    if args.dataset == "coco14":
+        from coco14.prepare import prepare
+        from data.toy_coco import build_toy_coco
+        args.coco14_root = str(build_toy_coco(voc_root, TOY_COCO_ROOT))
+        prepare(args.coco14_root)  # resumable: a prepared root is left as it is
+    else:
+        args.voc12_root = str(voc_root)
     if args.backbone_weights is None:
         args.backbone_weights = str(ensure_pretrained_backbone(TOY_BACKBONE, TOY_PRETRAIN_STEPS))
 
@@ -251,17 +279,18 @@ def prepare_toy(args: argparse.Namespace) -> None:
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill dataset- and profile-dependent defaults; build the toy dataset and backbone when no
     root is given; check the dataset root before anything is written."""
-    toy = args.dataset == "voc12" and args.voc12_root is None
+    toy = getattr(args, ROOT_FLAGS[args.dataset]) is None
     if toy:
         prepare_toy(args)
+    separate_outputs(args)
     from step.common import dataset
     from voc12.dataloader import default_cls_labels
     if args.dataset == "voc12" and args.cls_labels is None:
         args.cls_labels = str(default_cls_labels(Path(args.voc12_root)))
     data = dataset(args)  # fail fast on a bad root
     for flag, path in DATASET_LISTS[args.dataset].items():
-        if getattr(args, flag) is None:  # the toy root carries its own lists
-            setattr(args, flag, str(data.split_list(Path(path).stem) if toy else REPO / path))
+        if getattr(args, flag) is None:  # the toy roots carry their own lists
+            setattr(args, flag, str(data.split_list(SPLIT_OF[args.dataset][flag]) if toy else REPO / path))
     if args.seg_train_list is None:  # the toy chain makes pseudo-masks for its infer list only
         args.seg_train_list = args.infer_list if toy else args.train_list
     args.profile = args.profile or ("toy" if toy else args.dataset)
@@ -280,6 +309,19 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         setattr(args, f"{name}_pass", run_all or bool(passes[name]))
     args.resume_chain = run_all and not args.overwrite
     return args
+
+
+def separate_outputs(args: argparse.Namespace) -> None:
+    """Outputs of a dataset other than voc12 go to result/<dataset>/ and sess/<dataset>/ unless
+    their flags are given: VOC and COCO outputs never share a folder."""
+    if args.dataset == "voc12":
+        return
+    defaults = build_parser().parse_args([])
+    for key, value in vars(args).items():
+        output = key.endswith(("_out_dir", "_weights_name")) or key == "metrics_file"
+        if output and value == getattr(defaults, key) and value.startswith(("result/", "sess/")):
+            top, rest = value.split("/", 1)
+            setattr(args, key, f"{top}/{args.dataset}/{rest}")
 
 
 # training passes and the checkpoint each writes: a whole-chain rerun skips finished ones
@@ -327,11 +369,15 @@ def save_run_config(args: argparse.Namespace) -> None:
         f.write(json.dumps(info, default=str) + "\n")
 
 
-def output_folders(args: argparse.Namespace) -> list[Path]:
-    """Every folder the steps write into (checkpoints, maps, labels, predictions, metrics)."""
-    files = [v for k, v in vars(args).items() if k.endswith("_weights_name") or k == "metrics_file"]
-    dirs = [v for k, v in vars(args).items() if k.endswith("_out_dir")]
-    return [Path(f).parent for f in files] + [Path(d) for d in dirs]
+def output_folders(args: argparse.Namespace) -> dict[str, Path]:
+    """Every folder the steps write into (checkpoints, maps, labels, predictions, metrics),
+    by the flag that names it (--seg_label_dir too: train_seg reads labels from it)."""
+    files = {k: Path(v).parent for k, v in vars(args).items()
+             if k.endswith("_weights_name") or k == "metrics_file"}
+    dirs = {k: Path(v) for k, v in vars(args).items() if k.endswith("_out_dir")}
+    if args.seg_label_dir and args.seg_label_dir != "gt":
+        dirs["seg_label_dir"] = Path(args.seg_label_dir)
+    return {f"--{k}": v for k, v in {**files, **dirs}.items()}
 
 
 def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path | None:
@@ -350,15 +396,16 @@ def start_run(args: argparse.Namespace) -> None:
     """Before any step: the process group, the run's record and log, and the clean-up of
     temporaries a killed run left behind."""
     from misc import dist
-    from misc.artifacts import remove_stale_temporaries
+    from misc.artifacts import claim_folders, remove_stale_temporaries
     from misc.log import log, tee_stdout
     from step.common import device
     device(args)  # torchrun: set up the process group once, before any step
     if dist.is_main():
+        claim_folders(output_folders(args), args.dataset)  # before anything is written
         save_run_config(args)
         tee_stdout(f"{args.log_name}.log")
         log(" ".join(sys.argv))
-        removed = remove_stale_temporaries(output_folders(args))
+        removed = remove_stale_temporaries(list(output_folders(args).values()))
         if removed:
             log(f"removed {removed} temporary files left by an interrupted run")
     dist.barrier()  # no rank writes before the clean-up is done

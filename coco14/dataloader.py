@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from misc.dataset import IGNORE, ClassLabels
+from misc.dataset import ClassLabels
+from misc.imutils import IGNORE
 
 COCO14_DIR = Path(__file__).resolve().parent
 N_CLASSES = 80
@@ -135,10 +136,12 @@ class COCODataset:
         return self._gt_dir
 
     def split_list(self, split: str) -> Path:
-        """coco14/train14.txt for "train", coco14/val14.txt for "val"."""
+        """<root>/<split>14.txt when the root carries its own lists (the toy COCO does), else
+        coco14/train14.txt for "train", coco14/val14.txt for "val"."""
         if split not in SPLIT_LISTS:
             raise ValueError(f"unknown COCO split {split!r}: use one of {list(SPLIT_LISTS)}")
-        return SPLIT_LISTS[split]
+        own = self.root / SPLIT_LISTS[split].name
+        return own if own.is_file() else SPLIT_LISTS[split]
 
     def check_images(self, ids: Sequence[str], list_name: str) -> None:
         missing = [i for i in ids if self.find_image(i) is None]

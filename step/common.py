@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from coco14.dataloader import COCODataset
 from misc import dist
 from misc.artifacts import append_metrics
 from misc.dataset import SegDataset, load_img_name_list
@@ -26,6 +27,7 @@ from voc12.dataloader import VOCDataset
 # --dataset name -> builder from the flags
 DATASETS: dict[str, Callable[[argparse.Namespace], SegDataset]] = {
     "voc12": lambda args: VOCDataset(args.voc12_root, args.cls_labels),
+    "coco14": lambda args: COCODataset(args.coco14_root, args.cls_labels, args.coco14_gt_dir),
 }
 
 
@@ -39,7 +41,7 @@ def dataset(args: argparse.Namespace) -> SegDataset:
     if args.dataset not in DATASETS:
         raise ValueError(f"--dataset {args.dataset!r} is not one of {sorted(DATASETS)}")
     key = tuple(sorted((k, v) for k, v in vars(args).items()
-                       if k.endswith("_root") or k == "cls_labels"))
+                       if k.endswith(("_root", "_gt_dir")) or k == "cls_labels"))
     return _cached(args.dataset, key)
 
 
