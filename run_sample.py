@@ -414,9 +414,11 @@ def start_run(args: argparse.Namespace) -> None:
 def finish_run(args: argparse.Namespace, timings: dict[str, float]) -> None:
     """After the steps: result/report.md with its pictures, and the table printed."""
     from misc import dist
+    from misc.artifacts import claim_folders
     from misc.log import log
     from misc.report import write_report
     if dist.is_main():
+        claim_folders(output_folders(args), args.dataset)  # the folders the steps made
         report = Path(args.metrics_file).parent / "report.md"
         table = write_report(args.metrics_file, timings, report, list(STEPS.values()),
                              examples_png=draw_examples(args, report.with_name("examples.png")))

@@ -82,7 +82,10 @@ def test_coco_outputs_default_to_their_own_folders_and_refuse_voc_ones(tiny_coco
             args.sem_seg_power, args.seg_num_iters) == (0.22, 0.45, 0.15, 1.3, 100000)
     voc = run_sample.resolve(run_sample.build_parser().parse_args(["--voc12_root", str(fake_voc)]))
     assert voc.cam_out_dir == "result/cam" and voc.sem_seg_bg_thres == 0.25
+    (tmp_path / "result" / "cam").mkdir(parents=True)  # as a VOC make_cam leaves it
     run_sample.start_run(voc)
+    assert (tmp_path / "result" / "cam" / ".dataset").read_text() == "voc12\n"
+    assert not (tmp_path / "result" / "amn_cam").exists()  # folders are not created early
     args.cam_out_dir = "result/cam"  # a COCO run pointed at VOC's CAMs
     with pytest.raises(ValueError, match="result/cam holds voc12 outputs.*--cam_out_dir"):
         run_sample.start_run(args)
