@@ -56,3 +56,18 @@ def pil_nearest(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def normalise(img: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) -> float32 (3, H, W): (x / 255 - ImageNet mean) / std."""
     return ((img / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32).transpose(2, 0, 1)
+
+
+def miou(pairs, n_classes: int) -> tuple[float, list[float]]:
+    """mIoU over (prediction, ground truth) label-map pairs: IoU_c = |pred = c and gt = c| /
+    |pred = c or gt = c| over the pixels whose GT is not 255, summed over all pairs; the mean
+    skips classes absent from both. Returns (mIoU, per-class IoU with nan for absent)."""
+    inter, union = np.zeros(n_classes), np.zeros(n_classes)
+    for pred, gt in pairs:
+        valid = np.asarray(gt) != 255
+        for c in range(n_classes):
+            p, g = (np.asarray(pred) == c) & valid, (np.asarray(gt) == c) & valid
+            inter[c] += (p & g).sum()
+            union[c] += (p | g).sum()
+    iou = [inter[c] / union[c] if union[c] else float("nan") for c in range(n_classes)]
+    return float(np.nanmean(iou)), iou

@@ -79,7 +79,8 @@ def test_downsample_labels_picks_pil_pixels():
     label = torch.randint(0, 21, (2, 64, 48))
     down = downsample_labels(label, (4, 3))
     for b in range(2):
-        pil = np.asarray(Image.fromarray(label[b].numpy().astype(np.uint8)).resize((3, 4), Image.NEAREST))
+        pil = np.asarray(Image.fromarray(label[b].numpy().astype(np.uint8))
+                         .resize((3, 4), Image.NEAREST))
         assert down[b].numpy().tolist() == pil.tolist()
 
 

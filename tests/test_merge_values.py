@@ -31,7 +31,8 @@ class StrideEight(torch.nn.Module):
 
     def forward(self, x, labels):
         h, w = x.shape[-2:]
-        out = self.conv(F.pad(x, (0, -w % 8, 0, -h % 8))) + (labels @ self.label_w)[:, :, None, None]
+        out = self.conv(F.pad(x, (0, -w % 8, 0, -h % 8)))
+        out = out + (labels @ self.label_w)[:, :, None, None]
         return (F.relu(out) if self.relu else out) * self.scale
 
 
