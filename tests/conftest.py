@@ -1,44 +1,15 @@
-"""Shared fixtures: a tiny VOC-layout dataset and fast CPU settings."""
+"""Shared fixtures: a tiny VOC-layout dataset and the tiny toy dataset (helpers: tests/tiny.py)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from data.toy_dataset import ToyConfig, build_toy_dataset
+from tests.tiny import write_fake_voc
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 torch.set_num_threads(2)
-
-
-def write_fake_voc(root: Path, sizes: list[tuple[int, int]], n_classes: int = 3) -> list[str]:
-    """A VOC-layout root with blocky images whose GT is derived from the red channel
-    (red block -> class 1), lists and cls_labels.csv. Returns the ids."""
-    rng = np.random.default_rng(0)
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    ids, rows = [], []
-    for i, (h, w) in enumerate(sizes):
-        img_id = f"img_{i:03d}"
-        img = np.zeros((h, w, 3), np.uint8)
-        img[..., 2] = 80
-        y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
-        img[y0:y0 + h // 2, x0:x0 + w // 3, 0] = 255
-        gt = (img[..., 0] > 128).astype(np.uint8)
-        Image.fromarray(img).save(root / "JPEGImages" / f"{img_id}.jpg", quality=100)
-        Image.fromarray(gt).save(root / "SegmentationClass" / f"{img_id}.png")
-        ids.append(img_id)
-        rows.append(f"{img_id}," + ",".join(["1"] + ["0"] * (n_classes - 1)))
-    names = [f"class{c}" for c in range(n_classes)]
-    (root / "cls_labels.csv").write_text("image_id," + ",".join(names) + "\n" + "\n".join(rows) + "\n")
-    for split in ("train_aug", "train", "val"):
-        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    return ids
 
 
 @pytest.fixture
@@ -51,26 +22,3 @@ def fake_voc(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_toy(tmp_path_factory):
     return build_toy_dataset(tmp_path_factory.mktemp("toy") / "toy", ToyConfig.tiny())
-
-
-def flags(root: Path, out: Path, weights: Path) -> list[str]:
-    """run_sample.py flags for a seconds-long chain on the tiny toy dataset, outputs under `out`."""
-    lists = root / "ImageSets" / "Segmentation"
-    return ["--voc12_root", str(root), "--train_list", str(lists / "train_aug.txt"),
-            "--val_list", str(lists / "val.txt"), "--infer_list", str(lists / "train.txt"),
-            "--backbone_weights", str(weights), "--device", "cpu", "--num_workers", "1",
-            "--cam_crop_size", "64", "--cam_resize_long", "56", "72", "--cam_batch_size", "8",
-            "--cam_num_epoches", "1", "--cam_scales", "1.0", "0.5",
-            "--cam_weights_name", str(out / "sess" / "res50_cam.pth"),
-            "--cam_out_dir", str(out / "cam"), "--ir_label_out_dir", str(out / "ir_label"),
-            "--metrics_file", str(out / "metrics.jsonl"), "--log_name", str(out / "run"),
-            "--amn_crop_size", "64", "--amn_batch_size", "8", "--amn_num_epoches", "1",
-            "--amn_weights_name", str(out / "sess" / "res50_amn.pth"),
-            "--amn_cam_out_dir", str(out / "amn_cam"), "--amn_ir_label_out_dir",
-            str(out / "amn_ir_label"), "--irn_crop_size", "80", "--irn_batch_size", "8",
-            "--irn_num_epoches", "1", "--irn_weights_name", str(out / "sess" / "res50_irn.pth"),
-            "--sem_seg_out_dir", str(out / "sem_seg"), "--exp_times", "4",
-            "--seg_backbone", "resnet50", "--seg_crop_size", "32", "--seg_batch_size", "4",
-            "--seg_num_iters", "2", "--seg_train_list", str(lists / "train.txt"),
-            "--seg_weights_name", str(out / "sess" / "deeplabv2.pth"),
-            "--seg_pred_out_dir", str(out / "seg_pred")]

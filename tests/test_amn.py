@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from misc.artifacts import load_checkpoint, save_checkpoint, save_png
@@ -38,8 +39,22 @@ def test_loss_matches_direct_formula():
                           [[12, 12, 0, 0], [255, 12, 0, 0], [255, 255, 20, 0]]])
     got = balanced_smoothed_ce(logits, label, eps=0.4)
     assert got.item() == pytest.approx(direct_loss(logits, label, 0.4), rel=1e-5)
-    # the smoothing values for 21 classes are 0.6 and 0.02: a perfect one-hot logit is not optimal
-    assert 0.4 / 20 == pytest.approx(0.02)
+
+
+def test_smoothed_targets_0_6_and_0_02_are_the_optimum():
+    """For 21 classes and eps 0.4 the soft targets are 0.6 / 0.02: logits log(q) minimise the
+    loss (zero gradient, loss = entropy of q) and a sharper one-hot logit scores worse."""
+    label = torch.tensor([[[0, 7]]])
+    q = torch.full((2, 21), 0.02, dtype=torch.float64)
+    q[0, 0] = q[1, 7] = 0.6
+    logits = q.log().t().reshape(1, 21, 1, 2).clone().requires_grad_(True)
+    loss = balanced_smoothed_ce(logits, label, eps=0.4)
+    loss.backward()
+    entropy = -(0.6 * math.log(0.6) + 20 * 0.02 * math.log(0.02))
+    assert loss.item() == pytest.approx(entropy, rel=1e-9)
+    assert logits.grad.abs().max() < 1e-12
+    sharper = logits.detach() * 3
+    assert balanced_smoothed_ce(sharper, label, eps=0.4).item() > loss.item() + 0.1
 
 
 def test_no_foreground_or_background_gives_no_nan():
@@ -64,7 +79,8 @@ def test_downsample_labels_picks_pil_pixels():
     label = torch.randint(0, 21, (2, 64, 48))
     down = downsample_labels(label, (4, 3))
     for b in range(2):
-        pil = np.asarray(Image.fromarray(label[b].numpy().astype(np.uint8)).resize((3, 4), Image.NEAREST))
+        pil = np.asarray(Image.fromarray(label[b].numpy().astype(np.uint8))
+                         .resize((3, 4), Image.NEAREST))
         assert down[b].numpy().tolist() == pil.tolist()
 
 
@@ -80,6 +96,30 @@ def test_label_conditioning_shapes_and_effect():
         other = net(img, y.flip(0))
     assert out.shape == (2, 6, 4, 5)
     assert not torch.allclose(out, other)  # the label changes the output
+
+
+def test_label_conditioning_value_from_the_weights():
+    """logits = ASPP(F * (W y + b)) (docs/pipeline.md §3.5): stage-4 features scaled channel-wise
+    by the linear label embedding (no shift, no activation), computed from the weights."""
+    torch.manual_seed(1)
+    net = Net(n_classes=3).eval()
+    net.set_inference_dropout(False)
+    img = torch.randn(2, 3, 40, 56)
+    y = torch.tensor([[1., 0, 1], [0, 1, 0]])
+    r = net.resnet50
+    with torch.no_grad():
+        feats = r.layer4(r.layer3(r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(img))))))))
+        w, b = net.label_enc.weight.double().numpy(), net.label_enc.bias.double().numpy()
+        enc = np.array([[sum(w[c, k] * float(y[i, k]) for k in range(3)) + b[c]
+                         for c in range(2048)] for i in range(2)])
+        assert (enc < 0).any()  # a negative scale must stay negative (no ReLU)
+        scaled = feats.double() * torch.from_numpy(enc)[:, :, None, None]
+        expected = sum(F.conv2d(scaled, conv.weight.double(), conv.bias.double(), padding=rate,
+                                dilation=rate)
+                       for conv, rate in zip(net.classifier[1].children(), (6, 12, 18, 24)))
+        got = net(img, y)
+    assert got.shape == (2, 4, 3, 4)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-6)
 
 
 def test_dropout_is_active_at_inference_by_default():

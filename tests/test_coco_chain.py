@@ -11,7 +11,7 @@ import run_sample
 from coco14.dataloader import COCODataset
 from data.toy_coco import CATEGORY_IDS, UNANNOTATED_EVERY, build_toy_coco
 from misc.artifacts import load_maps, load_png
-from tests.conftest import flags
+from tests.tiny import flags
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pydensecrf.densecrf as dcrf
 import pytest
 from PIL import Image
 
+import misc.crf
 from misc.artifacts import load_png, save_maps
 from misc.crf import compose_ir_label, crf_inference_label, ir_label_from_scores
 from misc.ir_label import make_ir_labels
@@ -120,3 +122,83 @@ def test_make_ir_labels_missing_map_names_step(tmp_path):
     with pytest.raises(FileNotFoundError, match="make_amn_cam"):
         make_ir_labels(["x"], tmp_path / "amn", lambda i: tmp_path / f"{i}.jpg", tmp_path / "out", 0.45, 0.15,
                        True, num_workers=1)
+
+
+class _RecordingCRF:
+    """DenseCRF2D that records every call (arguments by name) and forwards it to pydensecrf."""
+    calls: list = []
+    real = dcrf.DenseCRF2D
+
+    def __init__(self, w, h, n_labels):
+        self.d = self.real(w, h, n_labels)
+        self.calls.append(("init", (w, h, n_labels)))
+
+    def setUnaryEnergy(self, u):
+        self.calls.append(("unary", np.array(u)))
+        self.d.setUnaryEnergy(u)
+
+    def addPairwiseGaussian(self, sxy, compat, kernel=dcrf.DIAG_KERNEL,
+                            normalization=dcrf.NORMALIZE_SYMMETRIC):
+        self.calls.append(("gaussian", dict(sxy=np.broadcast_to(sxy, 2).tolist(), compat=compat,
+                                            kernel=kernel, normalization=normalization)))
+        self.d.addPairwiseGaussian(sxy=sxy, compat=compat, kernel=kernel,
+                                   normalization=normalization)
+
+    def addPairwiseBilateral(self, sxy, srgb, rgbim, compat, kernel=dcrf.DIAG_KERNEL,
+                             normalization=dcrf.NORMALIZE_SYMMETRIC):
+        self.calls.append(("bilateral", dict(sxy=np.broadcast_to(sxy, 2).tolist(),
+                                             srgb=np.broadcast_to(srgb, 3).tolist(),
+                                             rgbim=np.array(rgbim), compat=compat, kernel=kernel,
+                                             normalization=normalization)))
+        self.d.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=rgbim, compat=compat, kernel=kernel,
+                                    normalization=normalization)
+
+    def inference(self, t):
+        self.calls.append(("inference", t))
+        return self.d.inference(t)
+
+
+def test_ir_label_crf_uses_the_reference_hyperparameters(monkeypatch):
+    """Both CRFs of the IR-label rule (docs/pipeline.md §2.4): unary from labels with
+    gt_prob 0.7 (label 0 an ordinary class), Gaussian sxy 3 / compat 3, bilateral sxy 50 /
+    srgb 5 / compat 10 on the RGB image, 10 mean-field iterations."""
+    _RecordingCRF.calls = []
+    monkeypatch.setattr(misc.crf.dcrf, "DenseCRF2D", _RecordingCRF)
+    img = _two_tone(12, 16, edge=8)
+    scores = np.zeros((2, 12, 16), np.float32)
+    scores[0, :, 9:] = 0.8
+    scores[1, :6, :4] = 0.2
+    ir_label_from_scores(img, scores, np.array([3, 6]), fg_thres=0.3, bg_thres=0.1)
+    names = [c[0] for c in _RecordingCRF.calls]
+    assert names == ["init", "unary", "gaussian", "bilateral", "inference"] * 2
+    per_crf = [dict(_RecordingCRF.calls[k:k + 5]) for k in (0, 5)]
+    for thres, rec in zip((0.3, 0.1), per_crf):
+        assert rec["init"] == (16, 12, 3)
+        labels = np.argmax(np.concatenate([np.full((1, 12, 16), thres), scores]), 0).reshape(-1)
+        unary = np.full((3, 12 * 16), -np.log(0.3 / 2), np.float32)
+        unary[labels, np.arange(12 * 16)] = -np.log(0.7)
+        np.testing.assert_allclose(rec["unary"], unary, rtol=1e-6)
+        assert rec["gaussian"] == dict(sxy=[3, 3], compat=3, kernel=dcrf.DIAG_KERNEL,
+                                       normalization=dcrf.NORMALIZE_SYMMETRIC)
+        bil = rec["bilateral"]
+        np.testing.assert_array_equal(bil.pop("rgbim"), img)
+        assert bil == dict(sxy=[50, 50], srgb=[5, 5, 5], compat=10, kernel=dcrf.DIAG_KERNEL,
+                           normalization=dcrf.NORMALIZE_SYMMETRIC)
+        assert rec["inference"] == 10
+
+
+def test_crf_inference_label_equals_a_direct_pydensecrf_call():
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (14, 18, 3)).astype(np.uint8)
+    img[:, 9:] //= 3
+    labels = rng.integers(0, 3, (14, 18))
+    d = dcrf.DenseCRF2D(18, 14, 3)
+    unary = np.full((3, 14 * 18), -np.log(0.3 / 2), np.float32)
+    unary[labels.reshape(-1), np.arange(14 * 18)] = -np.log(0.7)
+    d.setUnaryEnergy(unary)
+    d.addPairwiseGaussian(sxy=3, compat=3)
+    d.addPairwiseBilateral(sxy=50, srgb=5, rgbim=np.ascontiguousarray(img), compat=10)
+    expected = np.argmax(np.array(d.inference(10)).reshape(3, 14, 18), axis=0)
+    got = crf_inference_label(img, labels, 3)
+    np.testing.assert_array_equal(got, expected)
+    assert (got != labels).any()  # the CRF did change some labels

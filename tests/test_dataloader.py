@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from PIL import Image
 
 from misc import imutils
 from misc.dataset import ClassLabels, load_img_name_list
@@ -51,8 +52,14 @@ def test_pil_nearest_and_bicubic():
     label = np.arange(64, dtype=np.uint8).reshape(8, 8)
     # PIL NEAREST 8 -> 2 samples pixel floor((i + 0.5) * 4) = 2, 6
     assert imutils.pil_resize(label, (2, 2), 0).tolist() == [[18, 22], [50, 54]]
-    img = np.zeros((8, 8, 3), np.uint8)
-    assert imutils.pil_rescale(img, 0.5, 3).shape == (4, 4, 3)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (9, 14, 3)).astype(np.uint8)
+    for scale, size in ((0.5, (7, 4)), (1.5, (21, 14))):  # (W, H) = round(14 s), round(9 s)
+        want = np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+        got = imutils.pil_rescale(img, scale, 3)
+        assert got.dtype == np.uint8 and got.shape == size[::-1] + (3,)
+        np.testing.assert_array_equal(got, want)
+        assert (want != np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))).any()
 
 
 def test_missing_root_is_a_clear_error(tmp_path):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import misc.train
 import run_sample
 from misc import imutils
 from misc.artifacts import load_checkpoint, load_png, save_png
@@ -20,7 +21,8 @@ from misc.train import state_path, train
 from net.deeplabv2 import DeepLabV2, convert_deeplab_pytorch, convert_file, deeplab_v2_msc
 from net.resnet50 import ResNet50
 from step.train_seg import param_groups
-from tests.conftest import write_fake_voc
+from tests import reference_ops
+from tests.tiny import write_fake_voc
 from voc12.dataloader import VOCDataset
 
 
@@ -133,7 +135,8 @@ def test_init_weights_keys_and_mismatch(tmp_path):
     model.load_init(tmp_path / "r101.pth")
     assert torch.equal(model.backbone.layer3[22].conv2.weight, src.layer3[22].conv2.weight)
     torch.save(ResNet50(num_classes=1000).state_dict(), tmp_path / "r50.pth")
-    with pytest.raises(ValueError, match=r"ResNet-101.*missing keys.*layer3\.10.*--seg_backbone_weights"):
+    with pytest.raises(ValueError,
+                       match=r"ResNet-101.*missing keys.*layer3\.10.*--seg_backbone_weights"):
         model.load_init(tmp_path / "r50.pth")
     with pytest.raises(FileNotFoundError, match="--seg_backbone_weights"):
         model.load_init(tmp_path / "absent.pth")
@@ -245,20 +248,31 @@ def seg_flags(root, out, weights):
             "2", "3", "1", "4", "67", "3"]
 
 
-def test_train_and_eval_seg_end_to_end(tmp_path):
+def test_train_and_eval_seg_end_to_end(tmp_path, monkeypatch):
     root = tmp_path / "voc"
     ids = write_fake_voc(root, [(40, 48), (48, 40), (36, 52), (48, 48)])
     weights = tmp_path / "r50.pth"
     torch.manual_seed(0)
     torch.save(ResNet50(num_classes=10).state_dict(), weights)
     (root / "test.txt").write_text("\n".join(ids[:2]) + "\n")
+    saved_states = []
+
+    def recording_save_state(path, *args):
+        misc_train_save_state(path, *args)
+        saved_states.append((args[2], path.is_file()))  # (step, written)
+
+    misc_train_save_state = misc.train._save_state
+    monkeypatch.setattr(misc.train, "_save_state", recording_save_state)
     flags = seg_flags(root, tmp_path, weights) + [
         "--train_seg_pass", "True", "--eval_seg_pass", "True", "--seg_infer_flip", "True",
+        "--seg_checkpoint_every", "1",
         "--seg_test_list", str(root / "test.txt"), "--seg_test_out_dir", str(tmp_path / "comp6")]
     out = run_sample.main(flags)
     assert list(out["timings"]) == ["train_seg", "eval_seg"]
     assert len(out["results"]["train_seg"]["losses"]) == 3
     assert (tmp_path / "sess" / "dl.pth").is_file()
+    # a state was written after steps 1 and 2 (not after the last) and is gone at the end
+    assert saved_states == [(1, True), (2, True)]
     assert not state_path(tmp_path / "sess" / "dl.pth").exists()
     for folder, names in ((tmp_path / "seg_pred", ids), (tmp_path / "comp6", ids[:2])):
         for i in names:
@@ -269,6 +283,13 @@ def test_train_and_eval_seg_end_to_end(tmp_path):
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     ev = next(r for r in records if r["step"] == "eval_seg")
     assert ev["crf"] and 0 <= ev["miou"] <= 1 and 0 <= ev["miou_no_crf"] <= 1
+    # the recorded mIoU is that of the written predictions against the ground truth
+    miou, iou = reference_ops.miou([(load_png(tmp_path / "seg_pred" / f"{i}.png"),
+                                     load_png(root / "SegmentationClass" / f"{i}.png"))
+                                    for i in ids], 4)
+    assert ev["miou"] == pytest.approx(miou, abs=1e-12)
+    assert [v if v is not None else float("nan") for v in ev["iou"].values()] == \
+        pytest.approx(iou, abs=1e-12, nan_ok=True)
     assert len(ev["iou"]) == 4 and ev["split"] == "train_aug"
     # a rerun with the same checkpoint and settings re-scores without inference
     before = (tmp_path / "seg_pred" / f"{ids[0]}.png").stat().st_mtime_ns
@@ -320,7 +341,8 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
                 raise KeyboardInterrupt  # the run is killed here
             return F.mse_loss(m(batch["x"]), batch["y"])
 
-        make = lambda n: PolyOptimizer(model.parameters(), 0.1, 1e-4, n, momentum=0.9, update_every=2)
+        make = lambda n: PolyOptimizer(model.parameters(), 0.1, 1e-4, n, momentum=0.9,
+                                       update_every=2)
         result = train(model, loss_fn, _Toy(), 2, 1, make, torch.device("cpu"), out,
                        num_workers=1, max_steps=7, checkpoint_every=2, resume=True)
         return result, model

@@ -1,4 +1,6 @@
-"""Training under torchrun: two gloo processes give the one-process losses (same global batch)."""
+"""Training under torchrun: two gloo processes give the one-process losses (same global batch),
+each rank in a 2-process group feeding its loss its own half of every global batch."""
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 from net.resnet50 import ResNet50
-from tests.conftest import REPO, write_fake_voc
+from tests.tiny import REPO, write_fake_voc
 
 STEP_FLAGS = {
     "cam": ["--train_cam_pass", "True", "--cam_crop_size", "32", "--cam_resize_long", "32", "48",
@@ -28,15 +30,20 @@ def _run(tmp: Path, root: Path, weights: Path, step: str, nproc: int):
              "--backbone_weights", str(weights), "--num_workers", "0", "--device", "cpu",
              "--ir_label_out_dir", str(root / "SegmentationClass"),
              f"--{step}_weights_name", str(out / "net.pth"),
-             "--metrics_file", str(out / "m.jsonl"), "--log_name", str(out / "run")] + STEP_FLAGS[step]
+             "--metrics_file", str(out / "m.jsonl"),
+             "--log_name", str(out / "run")] + STEP_FLAGS[step]
+    flags[0] = "tests/ddp_record.py"  # run_sample.main, recording what each rank trains on
     launcher = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    (out / "record").mkdir(parents=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+           "RECORD_DIR": str(out / "record")}
     proc = subprocess.run(launcher + flags, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     curve = np.loadtxt(out / "net.losses.csv", delimiter=",", skiprows=1)
-    return curve[:, 1], torch.load(out / "net.pth", weights_only=True)
+    records = [json.loads((out / "record" / f"rank{r}.json").read_text()) for r in range(nproc)]
+    return curve[:, 1], torch.load(out / "net.pth", weights_only=True), records
 
 
 @pytest.mark.parametrize("step", ["cam", "amn"])
@@ -46,8 +53,16 @@ def test_two_process_gloo_matches_one_process(tmp_path, step):
     weights = tmp_path / "r50.pth"
     torch.manual_seed(0)
     torch.save(ResNet50(num_classes=10).state_dict(), weights)
-    loss1, state1 = _run(tmp_path, root, weights, step, 1)
-    loss2, state2 = _run(tmp_path, root, weights, step, 2)
+    loss1, state1, (alone,) = _run(tmp_path, root, weights, step, 1)
+    loss2, state2, ranks = _run(tmp_path, root, weights, step, 2)
+    # each rank is one of a group of 2 and takes its half of every global batch of 4
+    assert alone["world_size_env"] == 1 and all(s["world"] == [0, 1] for s in alone["steps"])
+    for r, rec in enumerate(ranks):
+        assert rec["world_size_env"] == 2 and all(s["world"] == [r, 2] for s in rec["steps"])
+        assert len(rec["steps"]) == len(alone["steps"]) == 2
+    for one, first, second in zip(alone["steps"], ranks[0]["steps"], ranks[1]["steps"]):
+        assert len(set(one["names"])) == 4 and len(first["names"]) == len(second["names"]) == 2
+        assert first["names"] + second["names"] == one["names"]  # disjoint halves, in order
     assert len(loss1) == len(loss2) == 2
     np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
     head = "classifier.weight" if step == "cam" else "classifier.1.c0.weight"

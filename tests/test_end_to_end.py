@@ -9,12 +9,15 @@ from PIL import Image
 import run_sample
 from data.toy_dataset import ToyConfig
 from misc.artifacts import load_maps, load_png
+from tests import reference_ops
+from tests.tiny import TINY_PROFILE
 
-# the toy profile shrunk to seconds: what the no-argument run does, on the tiny toy dataset
-TINY_PROFILE = dict(cam_crop_size=64, cam_resize_long=(56, 72), cam_batch_size=8,
-                    cam_num_epoches=1, amn_crop_size=64, amn_batch_size=8, amn_num_epoches=1,
-                    irn_crop_size=80, irn_batch_size=8, irn_num_epoches=1, seg_crop_size=32,
-                    seg_batch_size=4, seg_num_iters=2, checkpoint_every=2)
+
+def _seed_labels(maps: dict, first: int, thres: float) -> np.ndarray:
+    """[0, keys + 1][argmax([thres; high_res[first:]])] in float32 (ties: background)."""
+    scores = maps["high_res"][first:].astype(np.float32)
+    padded = np.concatenate([np.full((1,) + scores.shape[1:], thres, np.float32), scores])
+    return np.concatenate([[0], maps["keys"] + 1])[padded.argmax(0)]
 
 
 def test_no_argument_run_on_a_tiny_configuration(tmp_path, monkeypatch):
@@ -24,7 +27,8 @@ def test_no_argument_run_on_a_tiny_configuration(tmp_path, monkeypatch):
     monkeypatch.setattr(run_sample, "TOY_CONFIG", ToyConfig.tiny())
     monkeypatch.setattr(run_sample, "TOY_BACKBONE", tmp_path / "data" / "cache" / "r50.pth")
     monkeypatch.setattr(run_sample, "TOY_PRETRAIN_STEPS", 2)
-    monkeypatch.setitem(run_sample.PROFILES, "toy", {**run_sample.PROFILES["toy"], **TINY_PROFILE})
+    monkeypatch.setitem(run_sample.PROFILES, "toy", {**run_sample.PROFILES["toy"], **TINY_PROFILE,
+                                                     "checkpoint_every": 2})
     monkeypatch.chdir(tmp_path)
     out = run_sample.main([])
     assert list(out["timings"]) == ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label",
@@ -68,11 +72,21 @@ def test_no_argument_run_on_a_tiny_configuration(tmp_path, monkeypatch):
         assert set(np.unique(mask)) <= {0} | {int(k) + 1 for k in keys}
     sem = next(r for r in records if r["step"] == "eval_sem_seg")
     assert 0 <= sem["miou"] <= 1 and len(sem["iou"]) == n_classes + 1
-    for step in ("eval_cam", "eval_amn_cam"):
+    # the recorded mIoUs are those of the written files against the GT of the train list
+    eval_ids = (tiny_toy / "ImageSets/Segmentation/train.txt").read_text().split()
+    gt = {i: load_png(tiny_toy / "SegmentationClass" / f"{i}.png") for i in eval_ids}
+    miou, _ = reference_ops.miou([(load_png(result / "sem_seg" / f"{i}.png"), gt[i])
+                                  for i in eval_ids], n_classes + 1)
+    assert sem["miou"] == pytest.approx(miou, abs=1e-12)
+    for step, folder, first in (("eval_cam", "cam", 0), ("eval_amn_cam", "amn_cam", 1)):
         ev = next(r for r in records if r["step"] == step)
         assert 0 <= ev["miou"] <= 1 and len(ev["iou"]) == n_classes + 1
         assert len(ev["sweep"]) == 19
         assert max(ev["sweep"].values()) == pytest.approx(ev["best_miou"], abs=1e-4)
+        assert ev["threshold"] == 0.25
+        pairs = [(_seed_labels(load_maps(result / folder / f"{i}.npz"), first, 0.25), gt[i])
+                 for i in eval_ids]
+        assert ev["miou"] == pytest.approx(reference_ops.miou(pairs, n_classes + 1)[0], abs=1e-12)
 
     # a rerun keeps the trained networks, skips finished images and changes nothing
     before = (result / "cam" / f"{ids[0]}.npz").stat().st_mtime_ns

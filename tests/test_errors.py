@@ -6,12 +6,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import flags
 
 import run_sample
 from misc.artifacts import load_maps
 from net import resnet50_cam, resnet50_irn
 from net.resnet50 import ResNet50
+from tests.tiny import flags
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import run_sample
+from tests.tiny import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # package -> layer; a module may import its own package or packages of a lower layer only
 LAYERS = {"run_sample": 4, "step": 3, "data": 3, "net": 2, "voc12": 2, "coco14": 2, "misc": 1}
 BELOW_STEP = ("net", "voc12", "coco14", "misc")

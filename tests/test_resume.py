@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, flags
 
 from misc.artifacts import load_maps
 from misc.train import state_path
 from net.resnet50 import ResNet50
+from tests.tiny import REPO, flags
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses SIGKILL")
 

@@ -1,0 +1,68 @@
+"""The tiny configurations every test builds on, in one place: a blocky VOC-layout root,
+the toy profile shrunk to seconds, and the run_sample.py flags of a seconds-long chain."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+# the toy profile shrunk to seconds (the no-argument run's sizes, on the tiny toy dataset)
+TINY_PROFILE = dict(cam_crop_size=64, cam_resize_long=(56, 72), cam_batch_size=8,
+                    cam_num_epoches=1, amn_crop_size=64, amn_batch_size=8, amn_num_epoches=1,
+                    irn_crop_size=80, irn_batch_size=8, irn_num_epoches=1, exp_times=4,
+                    seg_backbone="resnet50", seg_crop_size=32, seg_batch_size=4, seg_num_iters=2)
+
+
+def profile_flags(profile: dict) -> list[str]:
+    """`--key value...` for every entry of a profile."""
+    argv = []
+    for key, value in profile.items():
+        argv += [f"--{key}"] + [str(v) for v in (value if isinstance(value, tuple) else (value,))]
+    return argv
+
+
+def write_fake_voc(root: Path, sizes: list[tuple[int, int]], n_classes: int = 3) -> list[str]:
+    """A VOC-layout root with blocky images whose GT is derived from the red channel
+    (red block -> class 1), lists and cls_labels.csv. Returns the ids."""
+    rng = np.random.default_rng(0)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    ids, rows = [], []
+    for i, (h, w) in enumerate(sizes):
+        img_id = f"img_{i:03d}"
+        img = np.zeros((h, w, 3), np.uint8)
+        img[..., 2] = 80
+        y0, x0 = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        img[y0:y0 + h // 2, x0:x0 + w // 3, 0] = 255
+        gt = (img[..., 0] > 128).astype(np.uint8)
+        Image.fromarray(img).save(root / "JPEGImages" / f"{img_id}.jpg", quality=100)
+        Image.fromarray(gt).save(root / "SegmentationClass" / f"{img_id}.png")
+        ids.append(img_id)
+        rows.append(f"{img_id}," + ",".join(["1"] + ["0"] * (n_classes - 1)))
+    names = [f"class{c}" for c in range(n_classes)]
+    (root / "cls_labels.csv").write_text("image_id," + ",".join(names) + "\n" + "\n".join(rows) + "\n")
+    for split in ("train_aug", "train", "val"):
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return ids
+
+
+def flags(root: Path, out: Path, weights: Path) -> list[str]:
+    """run_sample.py flags for a seconds-long chain on the tiny toy dataset, outputs under `out`."""
+    lists = root / "ImageSets" / "Segmentation"
+    return ["--voc12_root", str(root), "--train_list", str(lists / "train_aug.txt"),
+            "--val_list", str(lists / "val.txt"), "--infer_list", str(lists / "train.txt"),
+            "--backbone_weights", str(weights), "--device", "cpu", "--num_workers", "1",
+            "--cam_scales", "1.0", "0.5", "--seg_train_list", str(lists / "train.txt"),
+            "--metrics_file", str(out / "metrics.jsonl"), "--log_name", str(out / "run"),
+            "--cam_weights_name", str(out / "sess" / "res50_cam.pth"),
+            "--amn_weights_name", str(out / "sess" / "res50_amn.pth"),
+            "--irn_weights_name", str(out / "sess" / "res50_irn.pth"),
+            "--seg_weights_name", str(out / "sess" / "deeplabv2.pth"),
+            "--cam_out_dir", str(out / "cam"), "--ir_label_out_dir", str(out / "ir_label"),
+            "--amn_cam_out_dir", str(out / "amn_cam"),
+            "--amn_ir_label_out_dir", str(out / "amn_ir_label"),
+            "--sem_seg_out_dir", str(out / "sem_seg"),
+            "--seg_pred_out_dir", str(out / "seg_pred")] + profile_flags(TINY_PROFILE)
