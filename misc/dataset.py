@@ -1,4 +1,4 @@
-"""The dataset interface every step reads through (docs/pipeline.md, "Datasets").
+"""The dataset interface every step reads through (docs/pipeline.md §1.3).
 
 A dataset is a folder of images with image-level labels and, for evaluation, semantic ground
 truth. voc12/ (VOC 2012 and any VOC-layout root, the toy dataset included) and coco14/ implement
