@@ -70,6 +70,7 @@ def flags(root: Path, out: Path, weights: Path) -> list[str]:
             str(out / "amn_ir_label"), "--irn_crop_size", "80", "--irn_batch_size", "8",
             "--irn_num_epoches", "1", "--irn_weights_name", str(out / "sess" / "res50_irn.pth"),
             "--sem_seg_out_dir", str(out / "sem_seg"), "--exp_times", "4",
+            "--ins_seg_out_dir", str(out / "ins_seg"), "--cocoann_out_dir", str(out),
             "--seg_backbone", "resnet50", "--seg_crop_size", "32", "--seg_batch_size", "4",
             "--seg_num_iters", "2", "--seg_train_list", str(lists / "train.txt"),
             "--seg_weights_name", str(out / "sess" / "deeplabv2.pth"),
