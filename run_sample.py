@@ -31,7 +31,9 @@ STEPS = {"train_cam": "train_cam", "make_cam": "make_cam", "eval_cam": "eval_cam
          "cam_to_ir_label": "cam_to_ir_label", "train_amn": "train_amn",
          "make_amn_cam": "make_amn_cam", "eval_amn_cam": "eval_amn_cam",
          "amn_cam_to_ir_label": "amn_cam_to_ir_label", "train_irn": "train_irn",
+         "make_ins_seg": "make_ins_seg_labels", "eval_ins_seg": "eval_ins_seg",
          "make_sem_seg": "make_sem_seg_labels", "eval_sem_seg": "eval_sem_seg",
+         "make_cocoann": "make_cocoann",
          "train_seg": "train_seg", "eval_seg": "eval_seg"}
 
 # Size flags whose default depends on --profile (voc12 values are the reference's); the help
@@ -135,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="training list of train_cam/amn/irn and the maps' list; default voc12/train_aug.txt")
     a("--val_list", default=None, type=str, help="default voc12/val.txt")
     a("--infer_list", default=None, type=str,
-      help="pseudo-mask list of make_sem_seg_labels; default voc12/train.txt")
+      help="pseudo-mask list of make_sem_seg_labels and make_ins_seg_labels (and of train_irn's "
+           "displacement mean); default voc12/train.txt")
     a("--chainer_eval_set", default="train", type=str)
     # Class activation map
     a("--cam_network", default="net.resnet50_cam", type=str)
@@ -191,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
       help="the walk takes 2^exp_times steps")
     a("--sem_seg_power", default=1.3, type=float, help="power on the AMN seeds before the walk")
     a("--sem_seg_bg_thres", default=None, type=float)
+    # Instance segmentation (docs/pipeline.md §3.12)
+    a("--ins_seg_bg_thres", default=0.25, type=float,
+      help="make_ins_seg_labels: background score against the normalised walk of the CAMs")
+    a("--cocoann_from_sem_seg", default=False, type=str2bool,
+      help="make_cocoann: export the semantic pseudo-masks (--sem_seg_out_dir) split into "
+           "connected components instead of the instance labels (--ins_seg_out_dir)")
+    a("--cocoann_min_score", default=0.0, type=float,
+      help="make_cocoann: leave out segments scoring below this (instance scores are 0 for "
+           "segments under 1%% of the image)")
     # Segmentation network (DeepLab-V2, docs/deeplab.md)
     a("--seg_backbone", default=None, choices=("resnet101", "resnet50"),
       help="DeepLab backbone")
@@ -246,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--amn_ir_label_out_dir", default="result/amn_ir_label", type=str)
     a("--irn_weights_name", default="sess/res50_irn.pth", type=str)
     a("--sem_seg_out_dir", default="result/sem_seg", type=str)
+    a("--ins_seg_out_dir", default="result/ins_seg", type=str)
+    a("--cocoann_out_dir", default="result", type=str,
+      help="make_cocoann writes <dir>/instances_<infer list name>_pseudo.json")
     a("--seg_weights_name", default="sess/deeplabv2.pth", type=str)
     a("--seg_pred_out_dir", default="result/seg_pred", type=str)
     a("--seg_test_out_dir", default="results/VOC2012/Segmentation/comp6_test_cls", type=str)
@@ -381,7 +396,8 @@ def output_folders(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path | None:
-    """The first `n` images of the infer list with their CAM, AMN map, pseudo-mask and GT."""
+    """The first `n` images of the infer list with their CAM, AMN map, pseudo-mask, GT and
+    instance labels."""
     from misc.report import plot_examples
     from step.common import dataset, id_list
     data = dataset(args)
@@ -389,7 +405,7 @@ def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path |
     return plot_examples({i: data.image_path(i) for i in ids},
                          {"CAM": args.cam_out_dir, "AMN": args.amn_cam_out_dir},
                          {"pseudo-mask": args.sem_seg_out_dir, "ground truth": data.gt_dir()},
-                         out_png)
+                         out_png, instance_dirs={"instances": args.ins_seg_out_dir})
 
 
 def start_run(args: argparse.Namespace) -> None:

@@ -143,6 +143,10 @@ class COCODataset:
         own = self.root / SPLIT_LISTS[split].name
         return own if own.is_file() else SPLIT_LISTS[split]
 
+    def instance_gt_dir(self) -> Path | None:
+        """No instance ground truth is prepared for COCO yet: eval_ins_seg skips."""
+        return None
+
     def check_images(self, ids: Sequence[str], list_name: str) -> None:
         missing = [i for i in ids if self.find_image(i) is None]
         if missing:

@@ -93,6 +93,10 @@ class SegDataset(Protocol):
 
     def check_images(self, ids: Sequence[str], list_name: str) -> None: ...  # raise if missing
 
+    # optional: the folder of instance GT <id>.png (VOC SegmentationObject: 0 background, 1..N
+    # objects, 255 void), None when the dataset has none (eval_ins_seg then skips)
+    def instance_gt_dir(self) -> Path | None: ...
+
 
 def check_ids(dataset: SegDataset, ids: Sequence[str], list_name: str) -> None:
     """Every id has an image and an image-level label, or a clear error naming the list."""

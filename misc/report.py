@@ -10,6 +10,7 @@ import numpy as np
 
 from misc.artifacts import atomic_path, load_maps, load_png
 from misc.imutils import read_image, voc_palette
+from misc.ins_seg import load_instances
 
 
 def latest_records(metrics_file: str | Path) -> dict[str, dict]:
@@ -78,24 +79,36 @@ def colour_labels(label: np.ndarray) -> np.ndarray:
     return palette[label]
 
 
+def colour_instances(labels: np.ndarray) -> np.ndarray:
+    """(H, W) segment labels (0 none, i + 1 segment i) -> (H, W, 3) uint8: black where there is
+    no segment, segment i in VOC colour 1 + i (cycling over 1..254, so neighbours differ)."""
+    palette = np.asarray(voc_palette(), np.uint8).reshape(256, 3)
+    labels = np.asarray(labels).astype(np.int64)
+    return palette[np.where(labels > 0, (labels - 1) % 254 + 1, 0)]
+
+
 def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
-                  label_dirs: dict[str, Path], out_png: str | Path) -> Path | None:
+                  label_dirs: dict[str, Path], out_png: str | Path,
+                  instance_dirs: dict[str, Path] | None = None) -> Path | None:
     """One row per image id: the image, then a heatmap column per entry of `heatmap_dirs`
     (<dir>/<id>.npz map files, drawn over the image), then a colour-coded column per entry of
-    `label_dirs` (<dir>/<id>.png label maps). Columns whose files are missing are left out;
-    returns None when there is nothing but the images."""
+    `label_dirs` (<dir>/<id>.png label maps), then a column per entry of `instance_dirs`
+    (<dir>/<id>.npz instance files of misc.ins_seg, one colour per segment). Columns whose
+    files are missing are left out; returns None when there is nothing but the images."""
     ids = list(image_paths)
     if not ids:
         return None
     heat_cols = {n: d for n, d in heatmap_dirs.items() if (Path(d) / f"{ids[0]}.npz").is_file()}
     label_cols = {n: d for n, d in label_dirs.items() if (Path(d) / f"{ids[0]}.png").is_file()}
-    if not heat_cols and not label_cols:
+    ins_cols = {n: d for n, d in (instance_dirs or {}).items()
+                if (Path(d) / f"{ids[0]}.npz").is_file()}
+    if not heat_cols and not label_cols and not ins_cols:
         return None
     plt = _plt()
-    n_cols = 1 + len(heat_cols) + len(label_cols)
+    n_cols = 1 + len(heat_cols) + len(label_cols) + len(ins_cols)
     fig, axes = plt.subplots(len(ids), n_cols, figsize=(1.6 * n_cols, 1.6 * len(ids)), dpi=120,
                              squeeze=False)
-    titles = ["image", *heat_cols, *label_cols]
+    titles = ["image", *heat_cols, *label_cols, *ins_cols]
     for row, img_id in enumerate(ids):
         image = read_image(image_paths[img_id])
         panels = [image]  # None where this image's file is missing: its cell stays blank
@@ -106,6 +119,9 @@ def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
         for d in label_cols.values():
             png = Path(d) / f"{img_id}.png"
             panels.append(colour_labels(load_png(png)) if png.is_file() else None)
+        for d in ins_cols.values():
+            npz = Path(d) / f"{img_id}.npz"
+            panels.append(colour_instances(load_instances(npz).labels) if npz.is_file() else None)
         for ax, panel, title in zip(axes[row], panels, titles):
             ax.axis("off")
             if panel is not None:
@@ -135,6 +151,10 @@ def _ir(name: str, r: dict) -> str:
     return f"{name} IR labels mIoU {100 * r['miou']:.1f} (255 ignored), coverage {100 * r['coverage']:.1f}%"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
 def _loss(r: dict) -> str:
     return f"final train loss {r['final_train_loss']:.3f}"
 
@@ -148,7 +168,11 @@ RESULTS = {
     "eval_amn_cam": lambda r: _seed("AMN", r),
     "amn_cam_to_ir_label": lambda r: _ir("AMN", r),
     "train_irn": _loss,
+    "eval_ins_seg": lambda r: (f"instance mAP@0.5 {_pct(r['map'])} (@0.25 {_pct(r['map@0.25'])}, "
+                               f"@0.75 {_pct(r['map@0.75'])}; {r['split']})"),
     "eval_sem_seg": lambda r: f"pseudo-mask mIoU {100 * r['miou']:.1f} ({r['split']})",
+    "make_cocoann": lambda r: (f"{r['annotations']} segments of {r['images']} images -> "
+                               f"{Path(r['file']).name}"),
     "train_seg": _loss,
     "eval_seg": lambda r: (f"DeepLab mIoU {100 * r['miou']:.1f} ({r['split']}"
                            + (", CRF" if r.get("crf") else "")
@@ -183,7 +207,8 @@ def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: st
     if png is not None:
         lines += ["", threshold_table(metrics_file), "", f"![mIoU vs threshold]({png.name})"]
     if examples_png is not None:
-        lines += ["", f"![image, CAM, AMN map, pseudo-mask, ground truth]({examples_png.name})"]
+        lines += ["", f"![image, CAM, AMN map, pseudo-mask, ground truth, instances]"
+                      f"({examples_png.name})"]
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return table

@@ -3,6 +3,11 @@
 The pair labels (bg_pos / fg_pos / neg over 152 directions) are computed on the device from the
 stride-4 label of each crop (PIL-nearest pixels 4i+2), instead of the reference's 22.8 MiB of
 per-sample host arrays. Poly SGD: edge branch at --irn_learning_rate, displacement branch at 10x.
+
+After the last epoch, the reference's displacement-mean pass (§3.9, used by §3.12 only): the
+mean raw displacement over top-left --irn_crop_size crops of --infer_list becomes
+mean_shift.running_mean, so the checkpoint is written once, with it. The boundary branch, and
+so make_sem_seg_labels, does not depend on it.
 """
 from __future__ import annotations
 
@@ -10,14 +15,16 @@ import argparse
 from functools import lru_cache
 
 import torch
+from torch.utils.data import DataLoader
 
 from misc import dist
 from misc.artifacts import append_metrics
+from misc.ins_seg import fit_mean_shift
 from misc.log import log
 from misc.losses import downsample_labels, irn_loss
 from misc.optim import PolyOptimizer
 from misc.path_index import PathIndex
-from misc.samples import SegmentationDataset
+from misc.samples import ClassificationDataset, SegmentationDataset
 from misc.train import train
 from step import common
 
@@ -42,6 +49,32 @@ def make_loss_fn(n_valid: int):
     return loss_fn
 
 
+def mean_shift_pass(args: argparse.Namespace, model: torch.nn.Module,
+                    device: torch.device) -> torch.Tensor:
+    """Set model.mean_shift.running_mean to the mean displacement of the reference's pass
+    (§3.9): top-left crops of --infer_list (no rescale, no flip, zero padding) in batches of
+    --irn_batch_size, drop_last (one batch of the whole list when it is shorter), the model in
+    eval mode with the stored mean at 0, the mean over batches of each batch's mean. Under
+    torchrun the batches are split over the ranks and their means averaged over all batches:
+    the same mean as one process. Returns it (2,)."""
+    ids = common.id_list(args.infer_list)
+    crops = ClassificationDataset(ids, common.dataset(args), args.infer_list, args.irn_crop_size,
+                                  resize_long=None, hor_flip=False, crop_method="top_left")
+    size = min(args.irn_batch_size, len(ids))
+    mine = dist.shard([list(range(s, s + size)) for s in range(0, len(ids) - size + 1, size)])
+    local = torch.zeros(3, dtype=torch.float64, device=device)  # (sum of batch means, batches)
+    if mine:
+        loader = DataLoader(crops, batch_sampler=mine, num_workers=args.num_workers,
+                            pin_memory=device.type == "cuda")
+        mean = fit_mean_shift(model, model.mean_shift,
+                              (b["img"].to(device, non_blocking=True) for b in loader))
+        local[:2], local[2] = mean.double().to(device) * len(mine), len(mine)
+    total = dist.all_reduce_mean(local)
+    mean = (total[:2] / total[2]).float()
+    model.mean_shift.running_mean.copy_(mean.to(model.mean_shift.running_mean))
+    return mean.cpu()
+
+
 def run(args: argparse.Namespace) -> dict:
     data = common.dataset(args)
     device = common.device(args)
@@ -58,12 +91,21 @@ def run(args: argparse.Namespace) -> dict:
                               {"params": dp_params, "lr": 10 * lr, "weight_decay": wd}],
                              lr, wd, max_step, momentum=args.poly_momentum)
 
+    fitted = []
+
+    def after_last_epoch(trained: torch.nn.Module, epoch: int) -> None:
+        if epoch == args.irn_num_epoches - 1:  # before train() writes the checkpoint
+            fitted.append(mean_shift_pass(args, trained, device))
+
     result = train(model, make_loss_fn(data.n_classes + 1), dataset, args.irn_batch_size,
                    args.irn_num_epoches, make_optimizer, device, args.irn_weights_name,
-                   **common.train_options(args), desc="train_irn")
+                   **common.train_options(args), desc="train_irn", end_of_epoch=after_last_epoch)
     record = {"step": "train_irn", "seconds": round(result.seconds, 1),
-              "final_train_loss": result.final_loss}
+              "final_train_loss": result.final_loss,
+              "displacement_mean": [round(float(v), 6) for v in fitted[-1]]}
     if dist.is_main():
         append_metrics(args.metrics_file, record)
+        log(f"train_irn: displacement mean (dy, dx) {record['displacement_mean']} over "
+            f"top-left crops of {args.infer_list}")
         log(f"train_irn: wrote {args.irn_weights_name} in {result.seconds:.0f} s")
     return {**record, "losses": result.losses}

@@ -20,7 +20,11 @@ STEP_FLAGS = {
     "amn": ["--train_amn_pass", "True", "--amn_crop_size", "32", "--amn_batch_size", "4",
             "--amn_num_epoches", "1", "--amn_head_learning_rate", "1e-2",
             "--amn_dropout", "0"],  # dropout masks depend on how the batch is split
+    # and the displacement-mean pass after training: 2 batches of 4, one per rank
+    "irn": ["--train_irn_pass", "True", "--irn_crop_size", "80", "--irn_batch_size", "4",
+            "--irn_num_epoches", "1"],
 }
+HEADS = {"cam": "classifier.weight", "amn": "classifier.1.c0.weight", "irn": "fc_edge6.weight"}
 
 
 def _run(tmp: Path, root: Path, weights: Path, step: str, nproc: int):
@@ -28,7 +32,8 @@ def _run(tmp: Path, root: Path, weights: Path, step: str, nproc: int):
     lst = str(root / "ImageSets/Segmentation/train_aug.txt")
     flags = ["run_sample.py", "--voc12_root", str(root), "--train_list", lst, "--val_list", lst,
              "--backbone_weights", str(weights), "--num_workers", "0", "--device", "cpu",
-             "--ir_label_out_dir", str(root / "SegmentationClass"),
+             "--ir_label_out_dir", str(root / "SegmentationClass"), "--infer_list", lst,
+             "--amn_ir_label_out_dir", str(root / "SegmentationClass"),
              f"--{step}_weights_name", str(out / "net.pth"),
              "--metrics_file", str(out / "m.jsonl"),
              "--log_name", str(out / "run")] + STEP_FLAGS[step]
@@ -46,7 +51,7 @@ def _run(tmp: Path, root: Path, weights: Path, step: str, nproc: int):
     return curve[:, 1], torch.load(out / "net.pth", weights_only=True), records
 
 
-@pytest.mark.parametrize("step", ["cam", "amn"])
+@pytest.mark.parametrize("step", ["cam", "amn", "irn"])
 def test_two_process_gloo_matches_one_process(tmp_path, step):
     root = tmp_path / "voc"
     write_fake_voc(root, [(40, 48)] * 4 + [(48, 40)] * 4)
@@ -65,9 +70,13 @@ def test_two_process_gloo_matches_one_process(tmp_path, step):
         assert first["names"] + second["names"] == one["names"]  # disjoint halves, in order
     assert len(loss1) == len(loss2) == 2
     np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
-    head = "classifier.weight" if step == "cam" else "classifier.1.c0.weight"
-    torch.testing.assert_close(state1[head], state2[head], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(state1[HEADS[step]], state2[HEADS[step]], rtol=1e-4, atol=1e-6)
     init = torch.load(weights, weights_only=True)
+    if step == "irn":  # the backbone is frozen; the mean over both ranks' batches is stored
+        mean1, mean2 = state1["mean_shift.running_mean"], state2["mean_shift.running_mean"]
+        assert mean1.abs().sum() > 0
+        torch.testing.assert_close(mean1, mean2, rtol=1e-4, atol=1e-6)
+        return
     assert not torch.allclose(state1["stage4.0.2.conv3.weight"], init["layer4.2.conv3.weight"])
     if step == "cam":  # stage 2 is detached in the CAM network: untouched
         assert torch.equal(state1["stage2.0.0.conv1.weight"], init["layer2.0.conv1.weight"])

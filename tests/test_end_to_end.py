@@ -9,6 +9,7 @@ from PIL import Image
 import run_sample
 from data.toy_dataset import ToyConfig
 from misc.artifacts import load_maps, load_png
+from misc.ins_seg import load_instances
 from tests import reference_ops
 from tests.tiny import TINY_PROFILE
 
@@ -33,11 +34,13 @@ def test_no_argument_run_on_a_tiny_configuration(tmp_path, monkeypatch):
     out = run_sample.main([])
     assert list(out["timings"]) == ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label",
                                     "train_amn", "make_amn_cam", "eval_amn_cam",
-                                    "amn_cam_to_ir_label", "train_irn", "make_sem_seg_labels",
-                                    "eval_sem_seg", "train_seg", "eval_seg"]
+                                    "amn_cam_to_ir_label", "train_irn", "make_ins_seg_labels",
+                                    "eval_ins_seg", "make_sem_seg_labels", "eval_sem_seg",
+                                    "make_cocoann", "train_seg", "eval_seg"]
     tiny_toy, result = tmp_path / "data" / "toy", tmp_path / "result"
     report = (result / "report.md").read_text()
     for words in ("CAM seed mIoU", "AMN seed mIoU", "pseudo-mask mIoU", "DeepLab mIoU",
+                  "instance mAP@0.5", "instances_train_pseudo.json",
                   "| total |", "threshold_curves.png", "examples.png"):
         assert words in report
     for picture in ("threshold_curves.png", "examples.png"):
@@ -70,6 +73,14 @@ def test_no_argument_run_on_a_tiny_configuration(tmp_path, monkeypatch):
         keys = load_maps(result / "amn_cam" / f"{i}.npz")["keys"]
         assert mask.shape == load_png(tiny_toy / "SegmentationClass" / f"{i}.png").shape
         assert set(np.unique(mask)) <= {0} | {int(k) + 1 for k in keys}
+    train_ids = (tiny_toy / "ImageSets/Segmentation/train.txt").read_text().split()
+    ins = next(r for r in records if r["step"] == "eval_ins_seg")
+    assert ins["n_images"] == len(train_ids) and ins["map"] == ins["map@0.5"]
+    assert all(ins[k] is None or 0 <= ins[k] <= 1 for k in ("map@0.5", "map@0.25", "map@0.75"))
+    coco = json.loads((result / "instances_train_pseudo.json").read_text())
+    assert [im["name"] for im in coco["images"]] == train_ids
+    assert len(coco["annotations"]) == sum(
+        len(load_instances(result / "ins_seg" / f"{i}.npz")) for i in train_ids)
     sem = next(r for r in records if r["step"] == "eval_sem_seg")
     assert 0 <= sem["miou"] <= 1 and len(sem["iou"]) == n_classes + 1
     # the recorded mIoUs are those of the written files against the GT of the train list
@@ -94,5 +105,6 @@ def test_no_argument_run_on_a_tiny_configuration(tmp_path, monkeypatch):
     assert "train_cam" not in again["timings"] and "train_seg" not in again["timings"]
     assert again["results"]["make_cam"]["written"] == 0
     assert again["results"]["cam_to_ir_label"]["written"] == 0
+    assert again["results"]["make_ins_seg_labels"]["written"] == 0
     assert (result / "cam" / f"{ids[0]}.npz").stat().st_mtime_ns == before
     assert "| train_cam | earlier |" in (result / "report.md").read_text()

@@ -50,3 +50,29 @@ def test_example_grid_leaves_out_missing_columns(tmp_path):
                         tmp_path / "grid2.png")
     with Image.open(png) as grid:
         assert grid.size == (width, height)
+
+
+def test_instance_row_and_column(tmp_path):
+    from misc.ins_seg import InstanceResult, save_instances
+    from misc.report import colour_instances
+    rec = {"step": "eval_ins_seg", "split": "train", "map": 0.377, "map@0.5": 0.377,
+           "map@0.25": 0.5, "map@0.75": None}
+    table = results_table({"eval_ins_seg": rec}, {}, ["eval_ins_seg"])
+    assert "| eval_ins_seg | earlier | instance mAP@0.5 37.7 (@0.25 50.0, @0.75 -; train) |" in table
+    labels = np.zeros((24, 32), np.uint16)
+    labels[2:10, 3:12], labels[12:20, 15:30] = 1, 2
+    rgb = colour_instances(labels)
+    assert (rgb[0, 0] == 0).all() and len({tuple(rgb[5, 5]), tuple(rgb[15, 20])}) == 2
+    images = {}
+    for i in ("a", "b"):
+        images[i] = tmp_path / f"{i}.jpg"
+        Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(images[i])
+        save_png(tmp_path / "gt" / f"{i}.png", np.ones((24, 32), np.uint8))
+    save_instances(tmp_path / "ins" / "a.npz", InstanceResult(
+        labels, np.array([0.9, 0.5], np.float32), np.array([0, 1])))
+    png = plot_examples(images, {}, {"ground truth": tmp_path / "gt"}, tmp_path / "grid.png",
+                        instance_dirs={"instances": tmp_path / "ins"})
+    with Image.open(png) as grid:  # two rows of 3 panels; b's instance cell is blank
+        assert abs(grid.size[0] / grid.size[1] - 3 / 2) < 0.05
+    assert plot_examples(images, {}, {}, tmp_path / "x.png",
+                         instance_dirs={"instances": tmp_path / "ins"}) is not None

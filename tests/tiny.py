@@ -64,5 +64,6 @@ def flags(root: Path, out: Path, weights: Path) -> list[str]:
             "--cam_out_dir", str(out / "cam"), "--ir_label_out_dir", str(out / "ir_label"),
             "--amn_cam_out_dir", str(out / "amn_cam"),
             "--amn_ir_label_out_dir", str(out / "amn_ir_label"),
-            "--sem_seg_out_dir", str(out / "sem_seg"),
+            "--sem_seg_out_dir", str(out / "sem_seg"), "--ins_seg_out_dir", str(out / "ins_seg"),
+            "--cocoann_out_dir", str(out),
             "--seg_pred_out_dir", str(out / "seg_pred")] + profile_flags(TINY_PROFILE)

@@ -54,6 +54,11 @@ class VOCDataset:
     def split_list(self, split: str) -> Path:
         return self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
 
+    def instance_gt_dir(self) -> Path | None:
+        """SegmentationObject/<id>.png (docs/pipeline.md §3.12), None if the root has none."""
+        folder = self.root / "SegmentationObject"
+        return folder if folder.is_dir() else None
+
     def check_images(self, ids: Sequence[str], list_name: str) -> None:
         missing = [i for i in ids if not self.image_path(i).is_file()]
         if missing:

@@ -1,0 +1,56 @@
+"""make_ins_seg_labels: IRN displacements and boundaries + random walk of the ORIGINAL CAMs ->
+instance pseudo-labels (docs/pipeline.md §3.12) in result/ins_seg/<id>.npz (labels uint16 (H, W),
+0 none, i + 1 segment i; score (N,); class (N,) 0-based).
+
+As in IRN, the seeds are the CAM stage's maps (--cam_out_dir "cam", no background channel, no
+power), not AMN's; the walk has make_sem_seg's radius, --beta and --exp_times, the background
+score is --ins_seg_bg_thres. IRN runs on the [image, mirror] pair padded as in §3.10; its
+displacement field has the mean of train_irn's pass subtracted (§3.9).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from misc import dist
+from misc.artifacts import load_checkpoint, load_maps
+from misc.ins_seg import edge_and_displacement, instance_masks, save_instances
+from misc.log import log
+from misc.samples import MultiScaleDataset
+from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
+from step import common
+
+
+def run(args: argparse.Namespace) -> dict:
+    data = common.dataset(args)
+    device = common.device(args)
+    model = common.network(args.irn_network, "--irn_network")()
+    load_checkpoint(model, args.irn_weights_name, made_by="train_irn (--train_irn_pass True)",
+                    ignore_prefixes=REFERENCE_LOSS_BUFFERS)
+    model.to(device).eval()
+    out_dir = Path(args.ins_seg_out_dir)
+    ids = [i for i in dist.shard(common.id_list(args.infer_list))
+           if args.overwrite or not (out_dir / f"{i}.npz").is_file()]
+    dataset = MultiScaleDataset(ids, data, args.infer_list, (1.0,))
+    start, n_segments = time.time(), 0
+    with torch.inference_mode():
+        for k in tqdm(range(len(dataset)), desc="make_ins_seg", disable=not dist.is_main()):
+            sample = dataset[k]
+            maps = load_maps(Path(args.cam_out_dir) / f"{ids[k]}.npz")
+            boundary, disp = edge_and_displacement(model, sample["imgs"][0].to(device),
+                                                   args.irn_crop_size)
+            result = instance_masks(torch.as_tensor(maps["cam"], device=device), maps["keys"],
+                                    boundary, disp, tuple(sample["size"]), beta=args.beta,
+                                    exp_times=args.exp_times, bg_thres=args.ins_seg_bg_thres)
+            save_instances(out_dir / f"{ids[k]}.npz", result)
+            n_segments += len(result)
+    stats = {"written": len(ids), "segments": n_segments,
+             "seconds": round(time.time() - start, 1)}
+    log(f"make_ins_seg_labels: {stats['written']} images, {n_segments} segments in "
+        f"{stats['seconds']} s -> {out_dir}")
+    dist.barrier()
+    return stats
