@@ -334,9 +334,9 @@ def separate_outputs(args: argparse.Namespace) -> None:
     defaults = build_parser().parse_args([])
     for key, value in vars(args).items():
         output = key.endswith(("_out_dir", "_weights_name")) or key == "metrics_file"
-        if output and value == getattr(defaults, key) and value.startswith(("result/", "sess/")):
-            top, rest = value.split("/", 1)
-            setattr(args, key, f"{top}/{args.dataset}/{rest}")
+        if output and value == getattr(defaults, key) and value.split("/")[0] in ("result", "sess"):
+            top, _, rest = value.partition("/")
+            setattr(args, key, "/".join(p for p in (top, args.dataset, rest) if p))
 
 
 # training passes and the checkpoint each writes: a whole-chain rerun skips finished ones

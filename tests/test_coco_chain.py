@@ -78,6 +78,7 @@ def test_coco_outputs_default_to_their_own_folders_and_refuse_voc_ones(tiny_coco
     assert args.cam_out_dir == "result/coco14/cam"
     assert args.cam_weights_name == "sess/coco14/res50_cam.pth"
     assert args.metrics_file == "result/coco14/metrics.jsonl"
+    assert args.cocoann_out_dir == "result/coco14"
     assert (args.sem_seg_bg_thres, args.amn_conf_fg_thres, args.amn_conf_bg_thres,
             args.sem_seg_power, args.seg_num_iters) == (0.22, 0.45, 0.15, 1.3, 100000)
     voc = run_sample.resolve(run_sample.build_parser().parse_args(["--voc12_root", str(fake_voc)]))

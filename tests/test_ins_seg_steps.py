@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import flags
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -27,6 +26,7 @@ from misc.ins_seg import InstanceResult, load_instances, save_instances
 from misc.sem_seg import boundary_map
 from net import resnet50_irn
 from net.resnet50 import ResNet50
+from tests.tiny import flags
 
 
 def ids_of(root: Path, split: str) -> list[str]:
