@@ -1,5 +1,5 @@
 """`python tests/ddp_record.py <run_sample flags>` (alone or under torchrun): run_sample.main,
-recording for every training step of train_cam / train_amn the (rank, world size) the process
+recording for every training step of train_cam / train_amn / train_irn the (rank, world size) the process
 sees and the names of the samples its loss receives. Writes $RECORD_DIR/rank<RANK>.json."""
 import json
 import os
@@ -9,6 +9,7 @@ from pathlib import Path
 import run_sample
 import step.train_amn
 import step.train_cam
+import step.train_irn
 from misc import dist
 
 
@@ -23,7 +24,7 @@ def _recording(train, records: list):
 
 def main() -> None:
     records: list = []
-    for module in (step.train_cam, step.train_amn):
+    for module in (step.train_cam, step.train_amn, step.train_irn):
         module.train = _recording(module.train, records)
     run_sample.main(sys.argv[1:])
     out = Path(os.environ["RECORD_DIR"]) / f"rank{os.environ.get('RANK', '0')}.json"
