@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from misc.dataset import ClassLabels
+from misc.dataset import ClassLabels, LabelledRoot
 from misc.imutils import IGNORE
 
 COCO14_DIR = Path(__file__).resolve().parent
@@ -74,7 +74,7 @@ def detect_layout(root: str | Path) -> ImageLayout:
         f"and JPEGImages/val2014/, or JPEGImages/<12-digit id>.jpg")
 
 
-class COCODataset:
+class COCODataset(LabelledRoot):
     """A COCO 2014 root with its image-level labels, checked up front (implements SegDataset).
 
     root: the COCO folder (any layout of `detect_layout`).
@@ -91,22 +91,10 @@ class COCODataset:
         self.layout = detect_layout(self.root)
         self._labels_path = Path(cls_labels) if cls_labels else self.root / LABELS_FILE
         self._gt_dir = Path(gt_dir) if gt_dir else self.root / GT_FOLDER
-        self._labels: ClassLabels | None = None
         self._paths: dict[str, Path] = {}  # id -> resolved image file
 
-    @property
-    def labels(self) -> ClassLabels:
-        if self._labels is None:  # read on first use: the root check stays instant
-            self._labels = read_labels(self._labels_path, self.root)
-        return self._labels
-
-    @property
-    def n_classes(self) -> int:
-        return self.labels.n_classes
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.labels.names
+    def read_labels(self) -> ClassLabels:
+        return read_labels(self._labels_path, self.root)
 
     def find_image(self, img_id: str) -> Path | None:
         """The existing JPEG of `img_id`, or None; cached once found."""

@@ -72,6 +72,30 @@ class ClassLabels:
                            f"(first: {missing[:3]}); the list and the class-label file do not match")
 
 
+class LabelledRoot:
+    """What the dataset implementations share: image-level labels read on first use (so the
+    root check stays instant) and the class count and names they give."""
+
+    _labels: ClassLabels | None = None
+
+    def read_labels(self) -> ClassLabels:
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> ClassLabels:
+        if self._labels is None:
+            self._labels = self.read_labels()
+        return self._labels
+
+    @property
+    def n_classes(self) -> int:
+        return self.labels.n_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.labels.names
+
+
 class SegDataset(Protocol):
     """What the pipeline needs of a dataset."""
 

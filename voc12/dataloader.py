@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from misc.dataset import ClassLabels
+from misc.dataset import ClassLabels, LabelledRoot
 from misc.imutils import IGNORE
 
 VOC12_DIR = Path(__file__).resolve().parent
 
 
-class VOCDataset:
+class VOCDataset(LabelledRoot):
     """A dataset root in VOC layout with its image-level labels, checked up front."""
 
     name = "voc12"
@@ -29,21 +29,9 @@ class VOCDataset:
                 f"dataset root {self.root} has no JPEGImages folder: pass --voc12_root pointing "
                 f"at VOCdevkit/VOC2012 (or leave it out to use the embedded toy dataset)")
         self._labels_path = Path(cls_labels) if cls_labels else default_cls_labels(self.root)
-        self._labels: ClassLabels | None = None
 
-    @property
-    def labels(self) -> ClassLabels:
-        if self._labels is None:  # read on first use: the root check stays instant
-            self._labels = ClassLabels.from_csv(self._labels_path)
-        return self._labels
-
-    @property
-    def n_classes(self) -> int:
-        return self.labels.n_classes
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.labels.names
+    def read_labels(self) -> ClassLabels:
+        return ClassLabels.from_csv(self._labels_path)
 
     def image_path(self, img_id: str) -> Path:
         return self.root / "JPEGImages" / f"{img_id}.jpg"
