@@ -16,12 +16,14 @@ import torch
 
 from coco14.dataloader import COCODataset
 from misc import dist
-from misc.artifacts import append_metrics
+from misc.artifacts import append_metrics, load_checkpoint
 from misc.dataset import SegDataset, load_img_name_list
 from misc.ir_label import make_ir_labels
 from misc.log import log
 from misc.metrics import evaluate_label_pngs, summary
+from misc.samples import MultiScaleDataset
 from misc.seed_eval import evaluate_seeds
+from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
 from voc12.dataloader import VOCDataset
 
 # --dataset name -> builder from the flags
@@ -71,6 +73,21 @@ def network(module_name: str, flag: str) -> type:
         raise ValueError(f"{flag} {module_name}: the module has no class Net; a network module "
                          f"defines `Net` with the constructor of the default one")
     return module.Net
+
+
+def irn_inference(args: argparse.Namespace, out_dir: Path, suffix: str
+                  ) -> tuple[torch.nn.Module, MultiScaleDataset, torch.device]:
+    """make_sem_seg_labels / make_ins_seg_labels: the trained IRN in eval mode on this process's
+    device, and this rank's share of --infer_list still missing `out_dir/<id><suffix>` (all of
+    it with --overwrite) as full-size single-scale samples."""
+    device = dist.init_distributed(getattr(args, "device", "auto"))
+    model = network(args.irn_network, "--irn_network")()
+    load_checkpoint(model, args.irn_weights_name, made_by="train_irn (--train_irn_pass True)",
+                    ignore_prefixes=REFERENCE_LOSS_BUFFERS)
+    model.to(device).eval()
+    ids = [i for i in dist.shard(id_list(args.infer_list))
+           if args.overwrite or not (out_dir / f"{i}{suffix}").is_file()]
+    return model, MultiScaleDataset(ids, dataset(args), args.infer_list, (1.0,)), device
 
 
 def train_options(args: argparse.Namespace) -> dict:

@@ -17,25 +17,16 @@ import torch
 from tqdm import tqdm
 
 from misc import dist
-from misc.artifacts import load_checkpoint, load_maps
+from misc.artifacts import load_maps
 from misc.ins_seg import edge_and_displacement, instance_masks, save_instances
 from misc.log import log
-from misc.samples import MultiScaleDataset
-from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
 from step import common
 
 
 def run(args: argparse.Namespace) -> dict:
-    data = common.dataset(args)
-    device = common.device(args)
-    model = common.network(args.irn_network, "--irn_network")()
-    load_checkpoint(model, args.irn_weights_name, made_by="train_irn (--train_irn_pass True)",
-                    ignore_prefixes=REFERENCE_LOSS_BUFFERS)
-    model.to(device).eval()
     out_dir = Path(args.ins_seg_out_dir)
-    ids = [i for i in dist.shard(common.id_list(args.infer_list))
-           if args.overwrite or not (out_dir / f"{i}.npz").is_file()]
-    dataset = MultiScaleDataset(ids, data, args.infer_list, (1.0,))
+    model, dataset, device = common.irn_inference(args, out_dir, ".npz")
+    ids = dataset.ids
     start, n_segments = time.time(), 0
     with torch.inference_mode():
         for k in tqdm(range(len(dataset)), desc="make_ins_seg", disable=not dist.is_main()):
