@@ -303,9 +303,11 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.dataset == "voc12" and args.cls_labels is None:
         args.cls_labels = str(default_cls_labels(Path(args.voc12_root)))
     data = dataset(args)  # fail fast on a bad root
+    own_lists = toy or args.dataset == "coco14"  # a COCO root may carry <split>14.txt lists
     for flag, path in DATASET_LISTS[args.dataset].items():
-        if getattr(args, flag) is None:  # the toy roots carry their own lists
-            setattr(args, flag, str(data.split_list(SPLIT_OF[args.dataset][flag]) if toy else REPO / path))
+        if getattr(args, flag) is None:
+            split = SPLIT_OF[args.dataset][flag]
+            setattr(args, flag, str(data.split_list(split) if own_lists else REPO / path))
     if args.seg_train_list is None:  # the toy chain makes pseudo-masks for its infer list only
         args.seg_train_list = args.infer_list if toy else args.train_list
     args.profile = args.profile or ("toy" if toy else args.dataset)

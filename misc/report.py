@@ -115,7 +115,8 @@ def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
         for d in heat_cols.values():
             heat = foreground_heatmap(Path(d) / f"{img_id}.npz")
             rgb = None if heat is None else plt.get_cmap("jet")(heat)[..., :3] * 255
-            panels.append(None if rgb is None else (0.5 * image + 0.5 * rgb).astype(np.uint8))
+            fits = rgb is not None and rgb.shape == image.shape  # a map of another image: blank
+            panels.append((0.5 * image + 0.5 * rgb).astype(np.uint8) if fits else None)
         for d in label_cols.values():
             png = Path(d) / f"{img_id}.png"
             panels.append(colour_labels(load_png(png)) if png.is_file() else None)
