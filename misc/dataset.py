@@ -14,6 +14,7 @@ Conventions shared by all datasets:
 from __future__ import annotations
 
 import csv
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -72,14 +73,15 @@ class ClassLabels:
                            f"(first: {missing[:3]}); the list and the class-label file do not match")
 
 
-class LabelledRoot:
+class LabelledRoot(ABC):
     """What the dataset implementations share: image-level labels read on first use (so the
     root check stays instant) and the class count and names they give."""
 
     _labels: ClassLabels | None = None
 
+    @abstractmethod
     def read_labels(self) -> ClassLabels:
-        raise NotImplementedError
+        """Read the image-level labels of this root (each implementation knows its file)."""
 
     @property
     def labels(self) -> ClassLabels:

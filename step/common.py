@@ -80,14 +80,13 @@ def irn_inference(args: argparse.Namespace, out_dir: Path, suffix: str
     """make_sem_seg_labels / make_ins_seg_labels: the trained IRN in eval mode on this process's
     device, and this rank's share of --infer_list still missing `out_dir/<id><suffix>` (all of
     it with --overwrite) as full-size single-scale samples."""
-    device = dist.init_distributed(getattr(args, "device", "auto"))
     model = network(args.irn_network, "--irn_network")()
     load_checkpoint(model, args.irn_weights_name, made_by="train_irn (--train_irn_pass True)",
                     ignore_prefixes=REFERENCE_LOSS_BUFFERS)
-    model.to(device).eval()
+    model.to(device(args)).eval()
     ids = [i for i in dist.shard(id_list(args.infer_list))
            if args.overwrite or not (out_dir / f"{i}{suffix}").is_file()]
-    return model, MultiScaleDataset(ids, dataset(args), args.infer_list, (1.0,)), device
+    return model, MultiScaleDataset(ids, dataset(args), args.infer_list, (1.0,)), device(args)
 
 
 def train_options(args: argparse.Namespace) -> dict:
