@@ -348,8 +348,16 @@ TRAINED = {"train_cam": "cam_weights_name", "train_amn": "amn_weights_name",
 
 def already_trained(args: argparse.Namespace, name: str) -> bool:
     """In a whole-chain run (no *_pass flags, no --overwrite), a training step whose checkpoint
-    exists is not redone; explicit passes always run."""
-    return args.resume_chain and name in TRAINED and Path(getattr(args, TRAINED[name])).is_file()
+    exists and was trained from the current inputs (its record) is not redone; explicit passes
+    always run."""
+    from misc.log import log
+    from step.common import trained_from_other_inputs
+    if not (args.resume_chain and name in TRAINED and Path(getattr(args, TRAINED[name])).is_file()):
+        return False
+    reason = trained_from_other_inputs(args, name)
+    if reason:
+        log(f"{name}: {reason}: retraining")
+    return reason is None
 
 
 PACKAGES = ("torch", "numpy", "scipy", "Pillow", "imageio", "matplotlib", "pydensecrf2", "tqdm")
@@ -448,6 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = resolve(build_parser().parse_args(argv))
     start_run(args)
     from misc.log import log
+    from step import common
     timings, results = {}, {}
     for name, module in STEPS.items():
         if getattr(args, f"{name}_pass"):
@@ -457,7 +466,8 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             log(f"== {module}")
             start = time.time()
-            results[module] = importlib.import_module(f"step.{module}").run(args)
+            with common.recorded_outputs(args, name):
+                results[module] = importlib.import_module(f"step.{module}").run(args)
             timings[module] = time.time() - start
     finish_run(args, timings)
     return {"timings": timings, "results": results}

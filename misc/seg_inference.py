@@ -3,15 +3,11 @@
 Full-size images (no resize, no padding) through the MSC network; optional extra input scales
 and a mirrored copy average the softmax probabilities; logits are upsampled bilinearly
 (align_corners=False) to the image size; an optional dense CRF (on a CPU process pool) refines
-the probabilities; predictions are VOC palette PNGs. A finished folder carries .eval_seg.json
-(what made it: the caller's record of the checkpoint, the settings, the id list): a rerun with the
-same record skips inference, anything else redoes it.
+the probabilities; predictions are VOC palette PNGs. Existing predictions are kept: the output
+record around eval_seg (docs/outputs.md) deletes them when the checkpoint or settings changed.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from misc import dist, imutils
-from misc.artifacts import atomic_path, load_png, save_png
+from misc.artifacts import load_png, save_png
 from misc.crf import crf_inference_prob
 from misc.imutils import voc_palette
 from misc.log import log
 from misc.metrics import confusion_matrix
 from misc.workers import cpu_pool
-
-MARKER = ".eval_seg.json"
 
 # A segmentation network: normalised images (B, 3, H, W) -> logits (B, n_classes, h, w).
 SegNet = torch.nn.Module
@@ -126,20 +120,6 @@ def predict_folder(model: SegNet, ids: list[str], image_path: Callable[[str], Pa
     return conf
 
 
-def folder_record(made_by: dict, settings: SegInferSettings, ids: Sequence[str]) -> dict:
-    """What the predictions of a folder depend on (compared with the folder's marker)."""
-    return {**made_by, **dataclasses.asdict(settings),
-            "ids": hashlib.sha1("\n".join(ids).encode()).hexdigest()}
-
-
-def _up_to_date(out_dir: Path, record: dict, overwrite: bool) -> bool:
-    marker = out_dir / MARKER
-    try:
-        return not overwrite and json.loads(marker.read_text()) == record
-    except (OSError, ValueError):
-        return False
-
-
 def _global_sum(conf: np.ndarray) -> np.ndarray:
     """Sum of an int64 array over ranks (identity in one process)."""
     if dist.world()[1] == 1:
@@ -149,22 +129,17 @@ def _global_sum(conf: np.ndarray) -> np.ndarray:
 
 
 def predict_ids(model: SegNet, ids: list[str], image_path: Callable[[str], Path],
-                out_dir: Path, settings: SegInferSettings, made_by: dict, device: torch.device,
-                n_classes: int, gt_dir: Path | None, overwrite: bool = False) -> np.ndarray | None:
-    """Predict every id unless `out_dir` is up to date (its marker equals this call's record of
-    `made_by`, the settings and the ids); returns the no-CRF confusion summed over ranks (None
-    without GT or when nothing was inferred)."""
-    record = json.loads(json.dumps(folder_record(made_by, settings, ids)))  # as stored
-    if _up_to_date(out_dir, record, overwrite):
-        log(f"eval_seg: {out_dir} is up to date with {made_by}; re-scoring")
+                out_dir: Path, settings: SegInferSettings, device: torch.device,
+                n_classes: int, gt_dir: Path | None) -> np.ndarray | None:
+    """Predict every id without a prediction in `out_dir` (the caller's output record decides
+    whether existing ones are current: docs/outputs.md). Returns the no-CRF confusion summed
+    over ranks when every id was predicted in this call and GT is given, else None."""
+    todo = [i for i in ids if not (out_dir / f"{i}.png").is_file()]
+    if not todo:
+        log(f"eval_seg: {out_dir} holds every prediction; re-scoring")
         return None
-    if dist.is_main():
-        (out_dir / MARKER).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    conf = predict_folder(model, ids, image_path, out_dir, settings, device, n_classes, gt_dir)
+    conf = predict_folder(model, todo, image_path, out_dir, settings, device, n_classes, gt_dir)
     conf = None if conf is None else _global_sum(conf)
     dist.barrier()
-    if dist.is_main():
-        with atomic_path(out_dir / MARKER) as tmp:
-            tmp.write_text(json.dumps(record))
-    return conf
+    return conf if len(todo) == len(ids) else None

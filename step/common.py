@@ -7,10 +7,11 @@ Everything below step/ takes explicit arguments; this module is where flags beco
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -21,9 +22,11 @@ from misc.dataset import SegDataset, load_img_name_list
 from misc.ir_label import make_ir_labels
 from misc.log import log
 from misc.metrics import evaluate_label_pngs, summary
+from misc.records import begin_output, end_output, file_input, folder_input, make_record, mismatch
 from misc.samples import MultiScaleDataset
 from misc.seed_eval import evaluate_seeds
 from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
+from step.dataflow import STEP_IO, list_of, path_of
 from voc12.dataloader import VOCDataset
 
 # --dataset name -> builder from the flags
@@ -148,3 +151,80 @@ def score_ir_labels(args: argparse.Namespace, out_dir: str | Path, step: str) ->
     log(f"{step}: IR labels mIoU {100 * record['miou']:.2f} (255 ignored), "
         f"coverage {100 * coverage:.1f}%")
     return {"miou": record["miou"], "coverage": coverage}
+
+
+def expected_record(args: argparse.Namespace, name: str) -> dict:
+    """The record pass `name` would give its outputs under the current flags: its input files
+    by content hash, its input folders by record id, its shaping flags (step/dataflow.py)."""
+    io = STEP_IO[name]
+    inputs = {}
+    for flag, list_flag in io.reads:
+        path = path_of(args, flag)
+        if path is not None:
+            inputs[flag] = file_input(path) if list_flag is None else folder_input(path)
+    return make_record(name, inputs, {flag: getattr(args, flag) for flag in io.settings})
+
+
+def producer(args: argparse.Namespace, path: str | Path) -> str | None:
+    """The pass that writes `path` under the current flags (None: not a pipeline output)."""
+    for name, io in STEP_IO.items():
+        for flag, _ in io.writes:
+            made = path_of(args, flag)
+            if made is not None and Path(made).resolve() == Path(path).resolve():
+                return name
+    return None
+
+
+def stale_inputs(args: argparse.Namespace, name: str) -> list[str]:
+    """Input folders of pass `name` whose record says they were made from other inputs or
+    flags than the current ones would give (not checked: folders its producer remakes in this
+    call, folders without a record)."""
+    problems = []
+    for flag, list_flag in STEP_IO[name].reads:
+        path = path_of(args, flag)
+        made_by = producer(args, path) if path is not None and list_flag is not None else None
+        if made_by is None or getattr(args, f"{made_by}_pass", False):
+            continue
+        reason = mismatch(path, expected_record(args, made_by))
+        if reason:
+            problems.append(f"{name}: {reason}; rerun --{made_by}_pass True to remake it "
+                            f"(or point --{flag} at an up-to-date folder)")
+    return problems
+
+
+@contextlib.contextmanager
+def recorded_outputs(args: argparse.Namespace, name: str) -> Iterator[None]:
+    """Around pass `name`: refuse stale input folders; before it, keep its output folders when
+    their record matches (a resumed run) or delete their stale files; after it, mark each
+    output (folder or checkpoint) complete with its record (docs/outputs.md)."""
+    problems = stale_inputs(args, name) if dist.is_main() else []
+    if problems:
+        raise ValueError("\n".join(problems))
+    io = STEP_IO[name]
+    outputs = [(path_of(args, flag), list_flag) for flag, list_flag in io.writes]
+    outputs = [(Path(p), list_flag) for p, list_flag in outputs if p is not None]
+    record = expected_record(args, name) if outputs and dist.is_main() else None
+    if record is not None:
+        for path, list_flag in outputs:
+            if list_flag is not None:
+                kept = len(list(path.glob(f"*{io.suffix}"))) if path.is_dir() else 0
+                reason = begin_output(path, record, io.suffix, args.overwrite)
+                ids = len(id_list(list_of(args, list_flag)))
+                if reason:
+                    log(f"{name}: {reason}: remaking {ids} {io.suffix} files")
+                elif kept:
+                    log(f"{name}: {path} was made with the same inputs and flags: keeping its "
+                        f"{kept} files, making the rest of {ids}")
+    dist.barrier()
+    yield
+    dist.barrier()
+    if record is not None:
+        for path, _ in outputs:
+            end_output(path, record)
+
+
+def trained_from_other_inputs(args: argparse.Namespace, name: str) -> str | None:
+    """Why the checkpoint of training pass `name` no longer matches its inputs (None when it
+    does or has no record)."""
+    checkpoint = path_of(args, STEP_IO[name].writes[0][0])
+    return mismatch(checkpoint, expected_record(args, name))

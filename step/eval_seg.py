@@ -35,23 +35,14 @@ def settings(args: argparse.Namespace) -> SegInferSettings:
                             num_workers=int(args.num_workers))
 
 
-def made_by(args: argparse.Namespace) -> dict:
-    """The checkpoint and network a prediction folder comes from (part of its marker)."""
-    weights = Path(args.seg_weights_name).resolve()
-    st = weights.stat()
-    return {"weights": str(weights), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "backbone": args.seg_backbone, "style": args.seg_backbone_style}
-
-
 def predict_list(model: MSC, list_name: str, args: argparse.Namespace, out_dir: Path,
                  device: torch.device, with_gt: bool):
     """Predictions for every id of a list file; the no-CRF confusion when `with_gt`."""
     data = common.dataset(args)
     ids = common.id_list(list_name)
     data.check_images(ids, list_name)
-    return predict_ids(model, ids, data.image_path, out_dir, settings(args), made_by(args),
-                       device, data.n_classes + 1, data.gt_dir() if with_gt else None,
-                       overwrite=args.overwrite)
+    return predict_ids(model, ids, data.image_path, out_dir, settings(args), device,
+                       data.n_classes + 1, data.gt_dir() if with_gt else None)
 
 
 def run(args: argparse.Namespace) -> dict:
