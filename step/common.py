@@ -197,7 +197,7 @@ def recorded_outputs(args: argparse.Namespace, name: str) -> Iterator[None]:
     """Around pass `name`: refuse stale input folders; before it, keep its output folders when
     their record matches (a resumed run) or delete their stale files; after it, mark each
     output (folder or checkpoint) complete with its record (docs/outputs.md)."""
-    problems = stale_inputs(args, name) if dist.is_main() else []
+    problems = stale_inputs(args, name)  # on every rank: all stop together
     if problems:
         raise ValueError("\n".join(problems))
     io = STEP_IO[name]
