@@ -109,3 +109,29 @@ def test_whole_chain_retrains_a_checkpoint_made_from_other_inputs(fake_voc, tmp_
     assert run_sample.already_trained(args, "train_cam")
     torch.save(ResNet50().state_dict(), weights)  # another backbone
     assert not run_sample.already_trained(args, "train_cam")
+
+
+def test_records_under_torchrun(fake_voc, tmp_path, weights):
+    """Two gloo processes: rank 0 decides and deletes before any rank writes; a retrained
+    checkpoint remakes every map, each rank its half."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.tiny import REPO
+    checkpoint = tmp_path / "sess" / "res50_cam.pth"
+    argv = flags(fake_voc, tmp_path, weights) + ["--make_cam_pass", "True"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                str(REPO / "run_sample.py")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    maps = []
+    for seed in (0, 1):
+        _cam_checkpoint(checkpoint, seed)
+        proc = subprocess.run(launcher + argv, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        maps.append(_maps(tmp_path / "cam"))
+    assert maps[0].keys() == maps[1].keys() and len(maps[0]) > 1
+    assert all(not np.array_equal(maps[0][k], maps[1][k]) for k in maps[0])
+    assert read_record(tmp_path / "cam")["complete"]
+    assert "changed since" in (tmp_path / "run.log").read_text()
