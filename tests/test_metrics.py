@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from misc.artifacts import save_maps, save_png
+from misc.artifacts import load_maps, save_maps, save_png
 from misc.metrics import (
     ThresholdSweep,
     confusion_matrix,
@@ -120,9 +120,9 @@ def test_evaluate_maps_drops_background_and_threads(tmp_path):
         save_maps(tmp_path / "amn" / f"{i}.npz", k, hr[:, ::4, ::4], hr)
         save_maps(tmp_path / "cam" / f"{i}.npz", k, s[:, ::4, ::4], s)
         save_png(tmp_path / "gt" / f"{i}.png", g)
-    ref = ThresholdSweep(n, thresholds)
-    for s, k, g in images:
-        ref.add(s, k, g)
+    ref = ThresholdSweep(n, thresholds)  # of the stored (16-bit) values
+    for i, (_, k, g) in zip(ids, images):
+        ref.add(load_maps(tmp_path / "cam" / f"{i}.npz")["high_res"], k, g)
     for map_dir, drop in (("cam", False), ("amn", True)):
         for workers in (1, 3):
             got = evaluate_maps(ids, tmp_path / map_dir, tmp_path / "gt", n, thresholds,
