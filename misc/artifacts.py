@@ -10,9 +10,12 @@ import contextlib
 import datetime
 import json
 import os
+import pickle
 import tempfile
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -143,29 +146,165 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor]) ->
         torch.save(dict(state_dict), tmp)
 
 
+@dataclass(frozen=True)
+class CheckpointKeys:
+    """How checkpoint files may name keys that a network's state_dict does not have; a network
+    declares it as its class attribute `checkpoint_keys` and `load_checkpoint` applies it
+    (docs/pipeline.md §2.9).
+
+    aliases: alias prefix -> canonical prefix. The reference registers module lists over the
+        same modules (e.g. CAM's `backbone.0.*` is `stage1.*`), so its files hold each of those
+        tensors twice. An alias key is checked equal to its canonical key and dropped (renamed
+        when the canonical key is absent); keys the network owns itself are never folded.
+    obsolete: exact keys that older files of this project carry and the network no longer has;
+        dropped by name.
+    """
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    obsolete: tuple[str, ...] = ()
+
+
+# How a state_dict's keys show which network wrote it: (test on the key set, description).
+# First match wins, so DeepLab (whose ResNet is also called `backbone`) comes first.
+_KNOWN_NETWORKS: tuple[tuple[Callable[[set[str]], bool], str], ...] = (
+    (lambda ks: any(k.startswith("aspp.") for k in ks),
+     "DeepLab-V2 (backbone.*, aspp.*: written by train_seg, --seg_weights_name)"),
+    (lambda ks: any(k.startswith(("fc_edge", "fc_dp")) for k in ks),
+     "IRN (fc_edge*, fc_dp*: written by train_irn, --irn_weights_name)"),
+    (lambda ks: any(k.startswith("label_enc.") for k in ks),
+     "AMN (label_enc.*, classifier.1.*: written by train_amn, --amn_weights_name)"),
+    (lambda ks: "classifier.weight" in ks and any(k.startswith("stage4.") for k in ks),
+     "CAM (stage1..4.*, classifier.weight: written by train_cam, --cam_weights_name)"),
+    (lambda ks: "conv1.weight" in ks and any(k.startswith("layer4.") for k in ks),
+     "a bare ResNet backbone (conv1.*, layer1..4.*: ImageNet weights, --backbone_weights)"),
+    (lambda ks: bool(ks) and all(k.startswith("module.") for k in ks),
+     "a DataParallel/DDP wrapper's state_dict (every key starts with module.; save "
+     "model.module.state_dict() instead)"),
+)
+
+
+def _network_of(keys: set[str]) -> str | None:
+    """Which network a state_dict's keys look like (see _KNOWN_NETWORKS), or None."""
+    return next((name for test, name in _KNOWN_NETWORKS if test(keys)), None)
+
+
+def _read_failure(path: Path, err: Exception) -> str:
+    """What a file that torch.load(weights_only=True) refuses is, in words."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if size == 0:
+        return "is empty (0 bytes): a copy or download that never finished"
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return (f"is truncated ({size} bytes, a torch.save archive without its end): a copy, "
+                f"download or save that was cut short")
+    if isinstance(err, pickle.UnpicklingError):
+        return ("holds pickled Python objects that weights-only loading refuses (e.g. a whole "
+                "network saved with torch.save(model)): save model.state_dict() instead")
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"is not a file that torch.save wrote ({first_line})"
+
+
+def _not_weights(state: object) -> str | None:
+    """Why a loaded object is not a plain state_dict (str -> tensor), in words; None if it is."""
+    if isinstance(state, torch.Tensor):
+        return f"holds a single tensor of shape {tuple(state.shape)}, not a state_dict"
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not a state_dict (a dict of name -> tensor)"
+    if {"model", "optimizer", "step"} <= state.keys():  # misc.train's resumable state
+        model = state["model"]
+        net = _network_of(set(model)) if isinstance(model, dict) else None
+        step = f" at step {state['step']}" + (f" of {state['max_step']}" if "max_step" in state else "")
+        return (f"is a resumable training state{step} (model, optimizer, RNG) of "
+                f"{net or 'a network'}, which training writes every --checkpoint_every steps "
+                f"and deletes when it finishes, not the final weights")
+    if {"state", "param_groups"} <= state.keys():
+        return "holds an optimizer state_dict (state, param_groups), not network weights"
+    odd = [k for k, v in state.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
+    if odd:
+        return (f"holds a dict with entries that are not named tensors ({odd[:5]}), not a "
+                f"state_dict")
+    return None
+
+
+def _canonical_state(state: dict[str, torch.Tensor], own: set[str], keys: CheckpointKeys,
+                     ignore_prefixes: tuple[str, ...], path: Path, made_by: str
+                     ) -> dict[str, torch.Tensor]:
+    """`state` with ignored and obsolete keys dropped and alias keys folded (CheckpointKeys)."""
+    state = {k: v for k, v in state.items()
+             if not k.startswith(ignore_prefixes) and k not in keys.obsolete}
+    for key in [k for k in state if k not in own]:
+        alias = next((a for a in keys.aliases if key.startswith(a)), None)
+        if alias is None:
+            continue
+        canonical = keys.aliases[alias] + key[len(alias):]
+        value = state.pop(key)
+        if canonical not in state:
+            state[canonical] = value
+        elif not torch.equal(value, state[canonical]):  # checked, not just one taken
+            raise ValueError(
+                f"checkpoint {path}: {key} and {canonical} must be the same tensor (the "
+                f"reference saves {alias}* as another name of {keys.aliases[alias]}*) but "
+                f"differ, so the file was altered: rerun {made_by} or pass an unaltered file")
+    return state
+
+
+def _check_shared_tensors(state: dict[str, torch.Tensor], own: Mapping[str, torch.Tensor],
+                          path: Path, made_by: str) -> None:
+    """Keys that name one tensor of the model (module lists registered over the same modules,
+    as in AMN and IRN) must hold equal values in the file: load_state_dict would silently keep
+    the last one, so a disagreement is an error instead."""
+    first: dict[tuple, str] = {}
+    for key, tensor in own.items():
+        if tensor.numel() == 0:
+            continue
+        seen = first.setdefault((tensor.data_ptr(), tuple(tensor.shape)), key)
+        if seen != key and not torch.equal(state[key], state[seen]):
+            raise ValueError(
+                f"checkpoint {path}: {seen} and {key} name the same tensor of the network but "
+                f"differ in the file, so it was altered: rerun {made_by} or pass an unaltered "
+                f"file")
+
+
 def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
                     ignore_prefixes: tuple[str, ...] = ()) -> None:
-    """Load a state_dict strictly; errors name the file, the step that makes it and the keys.
+    """Load a state_dict strictly; errors name the file, what it holds and how to fix it.
+
     `ignore_prefixes` names keys a reference checkpoint may carry that the model does not need
-    (e.g. IRN's loss buffers); they are dropped by name, everything else must match."""
+    (e.g. IRN's loss buffers); they are dropped by name. The model's `checkpoint_keys`
+    (CheckpointKeys) maps the reference's alias keys and drops obsolete ones; everything else
+    must match. A failed load changes neither the file nor the model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found: run {made_by} first")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path} ({err}); rerun {made_by}") from err
-    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+        raise ValueError(f"cannot read checkpoint {path}: it {_read_failure(path, err)}. "
+                         f"Rerun {made_by} to write it again, or pass a complete copy") from err
+    net = f"{type(model).__module__}.{type(model).__name__}"
+    if (why := _not_weights(state)) is not None:
+        if "resumable training state" in why:  # misc.train names it <final stem>.state.pth
+            name = path.name
+            final = f" ({name.removesuffix('.state.pth')}.pth)" if name.endswith(".state.pth") else ""
+            fix = (f"pass the final checkpoint{final} that {made_by} writes when it finishes "
+                   f"(rerunning it continues from this state)")
+        else:
+            fix = f"pass the weights file that {made_by} writes (rerun it if there is none)"
+        raise ValueError(f"checkpoint {path} {why}; {net} needs network weights: {fix}")
     own = model.state_dict()
+    state = _canonical_state(state, set(own), getattr(model, "checkpoint_keys", CheckpointKeys()),
+                             ignore_prefixes, path, made_by)
     missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     bad_shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                  for k in sorted(own.keys() & state.keys()) if own[k].shape != state[k].shape]
     if missing or unexpected or bad_shape:
+        theirs, ours = _network_of(set(state)), _network_of(set(own))
+        looks = f" its keys look like {theirs}, not like this network's;" if theirs != ours else ""
         raise ValueError(
-            f"checkpoint {path} does not fit {type(model).__module__}.{type(model).__name__}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches "
-            f"{bad_shape[:5]} (another network or class count?). Rerun {made_by} or pass the "
-            f"right weights file.")
+            f"checkpoint {path} does not fit {net}:{looks} missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, shape mismatches {bad_shape[:5]} (another network or class "
+            f"count?). Rerun {made_by} or pass the right weights file.")
+    _check_shared_tensors(state, own, path, made_by)
     model.load_state_dict(state)
 
 

@@ -1,8 +1,10 @@
 """CAM classifier of IRN/AMN: ResNet-50 (OS16) -> GAP -> 1x1 conv without bias.
 
 The module tree mirrors the reference (`resnet50.*` plus `stage1..4` views of the same layers,
-`classifier`), so its state_dict has the reference's keys and loads its released
-res50_cam.pth(.pth) checkpoints as they are.
+`classifier`), so its state_dict has the reference's keys. The reference's files also hold the
+alias module lists `backbone.{0..3}.*` (= `stage1..4.*`) and `newly_added.0.*` (= `classifier.*`);
+`checkpoint_keys` folds them on load (docs/pipeline.md §2.9), so its released
+res50_cam.pth(.pth) loads strictly while this project's files keep one name per tensor.
 """
 from __future__ import annotations
 
@@ -10,10 +12,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc.artifacts import CheckpointKeys
 from net.resnet50 import reference_backbone
+
+# the reference's alias module lists -> the modules they alias (same tensors, saved twice)
+REFERENCE_ALIASES = {**{f"backbone.{i}.": f"stage{i + 1}." for i in range(4)},
+                     "newly_added.0.": "classifier."}
 
 
 class Net(nn.Module):
+    checkpoint_keys = CheckpointKeys(aliases=REFERENCE_ALIASES)
+
     def __init__(self, n_classes: int, backbone_weights: str | None = None):
         super().__init__()
         self.resnet50, stages = reference_backbone(backbone_weights)

@@ -3,18 +3,24 @@ displacement-field branch, both at stride 4 (docs/pipeline.md §3.9).
 
 The module tree mirrors the reference, so the state_dict has its keys (`resnet50.*`,
 `stage1..5.*`, `fc_edge1..6.*`, `fc_dp1..7.*`, `backbone.*`, `edge_layers.*`, `dp_layers.*`,
-`mean_shift.*`). The reference's checkpoint also holds its loss module's index buffers
-(`path_indices*`, `ind_from`, `ind_to`, `disp_target`): `REFERENCE_LOSS_BUFFERS` names them so
-that a loader can drop exactly those and stay strict about everything else.
+`mean_shift.running_mean`). The reference's checkpoint also holds its loss module's index
+buffers (`path_indices*`, `ind_from`, `ind_to`, `disp_target`): `REFERENCE_LOSS_BUFFERS` names
+them so that a loader can drop exactly those and stay strict about everything else. Files this
+project wrote while MeanShift was a BatchNorm also hold its `running_var` and
+`num_batches_tracked`: `checkpoint_keys` drops those six keys by name (docs/pipeline.md §2.9).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+from misc.artifacts import CheckpointKeys
 from net.resnet50 import ResNet50, load_backbone_weights
 
 REFERENCE_LOSS_BUFFERS = ("path_indices", "ind_from", "ind_to", "disp_target")
+# the BatchNorm statistics of the old MeanShift, under the three names of the module
+OLD_MEAN_SHIFT_KEYS = tuple(f"{name}.{buf}" for name in ("mean_shift", "fc_dp7.4", "dp_layers.6.4")
+                            for buf in ("running_var", "num_batches_tracked"))
 
 
 def _branch(in_ch: int, out_ch: int, groups: int, upsample: int = 1) -> nn.Sequential:
@@ -25,15 +31,20 @@ def _branch(in_ch: int, out_ch: int, groups: int, upsample: int = 1) -> nn.Seque
     return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 
-class MeanShift(nn.BatchNorm2d):
-    """Identity in training (while tracking the mean); subtracts the stored mean in eval mode."""
+class MeanShift(nn.Module):
+    """Identity in training; subtracts the stored displacement mean in eval mode.
+
+    Its only state is the reference's `running_mean` buffer (num_features,). Training never
+    changes it: train_irn sets it once, after the last epoch, to the mean displacement over
+    --infer_list computed in eval mode (misc.ins_seg.fit_mean_shift, docs/pipeline.md §3.9)."""
 
     def __init__(self, num_features: int):
-        super().__init__(num_features, affine=False)
+        super().__init__()
+        self.register_buffer("running_mean", torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, num_features, h, w) -> same shape, minus the mean in eval mode."""
         if self.training:
-            super().forward(x)
             return x
         return x - self.running_mean.view(1, -1, 1, 1)
 
@@ -41,6 +52,8 @@ class MeanShift(nn.BatchNorm2d):
 class Net(nn.Module):
     """forward(x (B,3,H,W) normalised) -> (edge logits (B,1,h4,w4), displacement (B,2,h4,w4)),
     h4 = ceil(H/4). The backbone is frozen (outputs detached, kept in eval mode)."""
+
+    checkpoint_keys = CheckpointKeys(obsolete=OLD_MEAN_SHIFT_KEYS)
 
     def __init__(self, backbone_weights: str | None = None):
         super().__init__()

@@ -6,8 +6,9 @@ per-sample host arrays. Poly SGD: edge branch at --irn_learning_rate, displaceme
 
 After the last epoch, the reference's displacement-mean pass (§3.9, used by §3.12 only): the
 mean raw displacement over top-left --irn_crop_size crops of --infer_list becomes
-mean_shift.running_mean, so the checkpoint is written once, with it. The boundary branch, and
-so make_sem_seg_labels, does not depend on it.
+mean_shift.running_mean, so the checkpoint is written once, with it. Training never changes
+that buffer (MeanShift is no running average, docs/pipeline.md §2.9), so this pass is its only
+writer. The boundary branch, and so make_sem_seg_labels, does not depend on it.
 """
 from __future__ import annotations
 
