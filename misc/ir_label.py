@@ -11,6 +11,7 @@ from tqdm import tqdm
 from misc.artifacts import load_maps, save_png
 from misc.crf import ir_label_from_scores
 from misc.imutils import read_image
+from misc.records import is_done
 from misc.workers import cpu_pool
 
 # (map path, image path, output path, fg_thres, bg_thres, drop_background_channel)
@@ -45,7 +46,7 @@ def make_ir_labels(ids: Sequence[str], map_dir: str | Path,
     jobs: list[Job] = []
     for i in ids:
         out = out_dir / f"{i}.png"
-        if overwrite or not out.exists():
+        if overwrite or not is_done(out):
             jobs.append((str(map_dir / f"{i}.npz"), str(image_path(i)), str(out),
                          float(fg_thres), float(bg_thres), bool(drop_background_channel)))
     skipped = len(ids) - len(jobs)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from misc import dist
 from misc.artifacts import load_png, save_maps
 from misc.imutils import pil_resize
+from misc.records import is_done
 from misc.samples import MultiScaleDataset
 
 # forward(x (2B,3,h,w) normalised, labels (2B,C)) -> (2B, C', h', w') scores or logits
@@ -68,7 +69,7 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
     out_dir = Path(out_dir)
     start = time.time()
     todo = [i for i in dist.shard(list(range(len(dataset))))
-            if overwrite or not (out_dir / f"{dataset.ids[i]}.npz").is_file()]
+            if overwrite or not is_done(out_dir / f"{dataset.ids[i]}.npz")]
     sizes = [dataset.image_size(i) for i in todo]
     batches = [[todo[j] for j in b] for b in size_buckets(sizes, batch_size)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,

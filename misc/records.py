@@ -10,9 +10,9 @@ A record is a small JSON file, `<folder>/.record.json` or `<checkpoint>.record.j
 
 An input is a file (identified by its content hash) or another output folder (by its record's
 id), so a change anywhere upstream changes the id of everything made from it. A step that finds
-a record other than the one it would write deletes the stale files and remakes them; a matching
-record means a resumed run keeps the files already written. The record is written before the
-first file, marked complete after the last.
+a record other than the one it would write remakes every file (each replaced atomically, none
+deleted first); a matching record means a resumed run keeps the files already written. The
+record is written before the first file, marked complete after the last.
 """
 from __future__ import annotations
 
@@ -121,30 +121,52 @@ def _show(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
+REMAKE_NAME = ".remake"
+
+
 def begin_output(folder: str | Path, record: Mapping, suffix: str, overwrite: bool) -> str | None:
-    """Before a step writes `folder/*<suffix>`: keep the files when the stored record matches
-    `record` (a resumed or repeated run), else delete them. Writes `record` as incomplete.
-    Returns None when kept, else the reason the files are being remade."""
+    """Before a step writes `folder/*<suffix>`: when the stored record matches `record` (a
+    resumed or repeated run), its files stay done; otherwise every file already there becomes
+    stale (the `.remake` marker: files older than it are redone, see `is_done`) but stays in
+    place until it is replaced, so a failure half-way loses nothing. Writes `record` as
+    incomplete. Returns None when the files are kept, else the reason they are remade."""
     folder = Path(folder)
     old = read_record(folder)
-    stale = sorted(folder.glob(f"*{suffix}")) if folder.is_dir() else []
+    has_files = folder.is_dir() and any(folder.glob(f"*{suffix}"))
     if overwrite:
         reason = "--overwrite True"
     elif old is None:
-        reason = f"{folder} has no record of what made its files" if stale else None
+        reason = f"{folder} has no record of what made its files" if has_files else None
     else:
         changed = differences(old, record)
         reason = f"{', '.join(changed)} since {folder} was made" if changed else None
-    if reason is not None:
-        for path in stale:
-            path.unlink(missing_ok=True)
+    if reason is not None and has_files:
+        marker = folder / REMAKE_NAME
+        marker.unlink(missing_ok=True)
+        marker.touch()  # the filesystem's clock, the same one that stamps the outputs
     write_record(folder, record, complete=False)
     return reason
 
 
 def end_output(target: str | Path, record: Mapping) -> None:
-    """After a step finished writing `target`: its record, complete."""
+    """After a step finished writing `target`: its record, complete (and no stale files)."""
     write_record(target, record, complete=True)
+    if Path(target).is_dir():
+        (Path(target) / REMAKE_NAME).unlink(missing_ok=True)
+
+
+def is_done(path: str | Path) -> bool:
+    """Whether an output file exists and is not stale: written after its folder's `.remake`
+    marker, when there is one (a remake in progress)."""
+    path = Path(path)
+    try:
+        made = path.stat().st_mtime_ns
+    except OSError:
+        return False
+    try:
+        return made >= (path.parent / REMAKE_NAME).stat().st_mtime_ns
+    except OSError:
+        return True
 
 
 def mismatch(target: str | Path, record: Mapping) -> str | None:

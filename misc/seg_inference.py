@@ -25,6 +25,7 @@ from misc.crf import crf_inference_prob
 from misc.imutils import voc_palette
 from misc.log import log
 from misc.metrics import confusion_matrix
+from misc.records import is_done
 from misc.workers import cpu_pool
 
 # A segmentation network: normalised images (B, 3, H, W) -> logits (B, n_classes, h, w).
@@ -131,10 +132,11 @@ def _global_sum(conf: np.ndarray) -> np.ndarray:
 def predict_ids(model: SegNet, ids: list[str], image_path: Callable[[str], Path],
                 out_dir: Path, settings: SegInferSettings, device: torch.device,
                 n_classes: int, gt_dir: Path | None) -> np.ndarray | None:
-    """Predict every id without a prediction in `out_dir` (the caller's output record decides
-    whether existing ones are current: docs/outputs.md). Returns the no-CRF confusion summed
-    over ranks when every id was predicted in this call and GT is given, else None."""
-    todo = [i for i in ids if not (out_dir / f"{i}.png").is_file()]
+    """Predict every id without a current prediction in `out_dir` (`misc.records.is_done`: the
+    caller's output record decides whether existing ones are current, docs/outputs.md).
+    Returns the no-CRF confusion summed over ranks when every id was predicted in this call
+    and GT is given, else None."""
+    todo = [i for i in ids if not is_done(out_dir / f"{i}.png")]
     if not todo:
         log(f"eval_seg: {out_dir} holds every prediction; re-scoring")
         return None

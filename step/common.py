@@ -22,7 +22,7 @@ from misc.dataset import SegDataset, load_img_name_list
 from misc.ir_label import make_ir_labels
 from misc.log import log
 from misc.metrics import evaluate_label_pngs, summary
-from misc.records import begin_output, end_output, file_input, folder_input, make_record, mismatch
+from misc.records import begin_output, end_output, file_input, folder_input, is_done, make_record, mismatch
 from misc.samples import MultiScaleDataset
 from misc.seed_eval import evaluate_seeds
 from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
@@ -88,7 +88,7 @@ def irn_inference(args: argparse.Namespace, out_dir: Path, suffix: str
                     ignore_prefixes=REFERENCE_LOSS_BUFFERS)
     model.to(device(args)).eval()
     ids = [i for i in dist.shard(id_list(args.infer_list))
-           if args.overwrite or not (out_dir / f"{i}{suffix}").is_file()]
+           if args.overwrite or not is_done(out_dir / f"{i}{suffix}")]
     return model, MultiScaleDataset(ids, dataset(args), args.infer_list, (1.0,)), device(args)
 
 
@@ -194,9 +194,10 @@ def stale_inputs(args: argparse.Namespace, name: str) -> list[str]:
 
 @contextlib.contextmanager
 def recorded_outputs(args: argparse.Namespace, name: str) -> Iterator[None]:
-    """Around pass `name`: refuse stale input folders; before it, keep its output folders when
-    their record matches (a resumed run) or delete their stale files; after it, mark each
-    output (folder or checkpoint) complete with its record (docs/outputs.md)."""
+    """Around pass `name`: refuse stale input folders; before it, keep the files of its output
+    folders when their record matches (a resumed run) or mark them stale (remade, each replaced
+    in place); after it, mark each output (folder or checkpoint) complete with its record
+    (docs/outputs.md)."""
     problems = stale_inputs(args, name)  # on every rank: all stop together
     if problems:
         raise ValueError("\n".join(problems))

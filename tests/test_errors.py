@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import run_sample
-from misc.artifacts import DATASET_TAG, load_maps
+from misc.artifacts import load_maps
 from net import resnet50_cam, resnet50_irn
 from net.resnet50 import ResNet50
 from tests.tiny import flags
@@ -96,7 +96,7 @@ def test_full_disk_while_writing_maps(tiny_toy, tmp_path, weights, monkeypatch):
     written = sorted((tmp_path / "cam").glob("*.npz"))
     before = {p.name: load_maps(p) for p in written}
     calls = []
-    real_savez = np.savez
+    real_savez = np.savez_compressed
 
     def savez_until_full(f, **arrays):
         calls.append(1)
@@ -105,12 +105,13 @@ def test_full_disk_while_writing_maps(tiny_toy, tmp_path, weights, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_savez(f, **arrays)
 
-    monkeypatch.setattr(np, "savez", savez_until_full)
+    monkeypatch.setattr(np, "savez_compressed", savez_until_full)
     with pytest.raises(OSError, match=r"could not write .*\.npz.*No space left on device.*"
                                       r"earlier outputs are intact"):
         run_sample.main(argv + ["--overwrite", "True"])
-    left = sorted(p for p in (tmp_path / "cam").iterdir() if p.name != DATASET_TAG)
-    assert left == written  # no temporary files left behind
+    # no temporary files left behind (the folder's record and remake marker are dotfiles)
+    assert not list((tmp_path / "cam").glob(".*.tmp"))
+    assert sorted(p for p in (tmp_path / "cam").iterdir() if not p.name.startswith(".")) == written
     for p in written:  # every map, rewritten or not, is whole
         for key, value in before[p.name].items():
             np.testing.assert_array_equal(load_maps(p)[key], value)

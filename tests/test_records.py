@@ -8,7 +8,7 @@ import torch
 
 import run_sample
 from misc.artifacts import load_maps, load_png
-from misc.records import begin_output, end_output, make_record, mismatch, read_record
+from misc.records import begin_output, end_output, is_done, make_record, mismatch, read_record
 from net import resnet50_cam
 from net.resnet50 import ResNet50
 from tests.tiny import flags
@@ -32,22 +32,31 @@ def _maps(folder) -> dict:
     return {p.stem: load_maps(p)["high_res"] for p in sorted(folder.glob("*.npz"))}
 
 
-def test_begin_output_keeps_matching_files_and_deletes_stale_ones(tmp_path):
+def test_begin_output_keeps_matching_files_and_remakes_stale_ones_in_place(tmp_path):
     folder = tmp_path / "cam"
     a = make_record("make_cam", {"w": {"path": "w.pth", "sha256": "1"}}, {"scales": (1.0, 0.5)})
     assert begin_output(folder, a, ".npz", overwrite=False) is None  # new folder
     (folder / "x.npz").write_bytes(b"x")
     end_output(folder, a)
     assert read_record(folder)["complete"] and read_record(folder)["settings"] == {"scales": [1.0, 0.5]}
-    assert begin_output(folder, a, ".npz", overwrite=False) is None and (folder / "x.npz").exists()
+    assert begin_output(folder, a, ".npz", overwrite=False) is None and is_done(folder / "x.npz")
     assert mismatch(folder, a) == f"{folder} is unfinished (its step was interrupted)"
     b = make_record("make_cam", {"w": {"path": "w.pth", "sha256": "2"}}, {"scales": (1.0,)})
     reason = begin_output(folder, b, ".npz", overwrite=False)
     assert reason == f"w.pth changed, scales 1.0 0.5 -> 1.0 since {folder} was made"
-    assert not (folder / "x.npz").exists() and read_record(folder)["id"] == b["id"]
+    # stale but still there (a failure half-way loses nothing); a rewritten file is done
+    assert (folder / "x.npz").exists() and not is_done(folder / "x.npz")
+    assert read_record(folder)["id"] == b["id"]
     (folder / "y.npz").write_bytes(b"y")
+    assert is_done(folder / "y.npz")
+    # killed here and rerun with the same flags: x is still stale, y stays done
+    assert begin_output(folder, b, ".npz", overwrite=False) is None
+    assert not is_done(folder / "x.npz") and is_done(folder / "y.npz")
+    (folder / "x.npz").write_bytes(b"x2")
+    end_output(folder, b)
+    assert is_done(folder / "x.npz") and not (folder / ".remake").exists()
     assert begin_output(folder, b, ".npz", overwrite=True) == "--overwrite True"
-    assert not (folder / "y.npz").exists()
+    assert not is_done(folder / "y.npz")
     # the id depends on the inputs' content, not their paths
     moved = make_record("make_cam", {"w": {"path": "elsewhere.pth", "sha256": "2"}}, {"scales": [1.0]})
     assert moved["id"] == b["id"]
