@@ -419,37 +419,64 @@ def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path |
 
 
 def start_run(args: argparse.Namespace) -> None:
-    """Before any step: the process group, the run's record and log, and the clean-up of
-    temporaries a killed run left behind."""
+    """Before any step: the process group, the lock on the output folders, the run's record and
+    log, and the clean-up of temporaries a killed run left behind. Only rank 0 locks and writes;
+    when it fails (e.g. the folders are in use) every rank stops.
+
+    Locked (misc/lock.py): the folder of --metrics_file, which every call writes (run_config,
+    runs.jsonl, metrics, the report) and which holds the map and label folders by default, and
+    the checkpoint folder of each training pass of this call (its state files), so the same
+    command twice always meets on a lock. Per-image folders given outside the metrics folder
+    are not locked on their own."""
+    import shlex
+
     from misc import dist
     from misc.artifacts import claim_folders, remove_stale_temporaries
+    from misc.lock import lock_folders
     from misc.log import log, tee_stdout
     from step.common import device
     device(args)  # torchrun: set up the process group once, before any step
+    error = None
     if dist.is_main():
-        claim_folders(output_folders(args), args.dataset)  # before anything is written
-        save_run_config(args)
-        tee_stdout(f"{args.log_name}.log")
-        log(" ".join(sys.argv))
-        removed = remove_stale_temporaries(list(output_folders(args).values()))
-        if removed:
-            log(f"removed {removed} temporary files left by an interrupted run")
+        try:
+            trained = [Path(getattr(args, flag)).parent for name, flag in TRAINED.items()
+                       if getattr(args, f"{name}_pass")]
+            command = shlex.join([Path(sys.executable).name, *sys.argv])
+            lock_folders([Path(args.metrics_file).parent, *trained], command,
+                         hint="Or give this run other output folders (--metrics_file, "
+                              "--*_weights_name).")
+            claim_folders(output_folders(args), args.dataset)  # before anything is written
+            save_run_config(args)
+            tee_stdout(f"{args.log_name}.log")
+            log(" ".join(sys.argv))
+            removed = remove_stale_temporaries(list(output_folders(args).values()))
+            if removed:
+                log(f"removed {removed} temporary files left by an interrupted run")
+        except Exception as err:  # every rank must hear of it, or the others wait forever
+            error = err
+    if not dist.agree(error is None):
+        raise error or RuntimeError("rank 0 stopped before the first step; its message says why")
     dist.barrier()  # no rank writes before the clean-up is done
 
 
 def finish_run(args: argparse.Namespace, timings: dict[str, float]) -> None:
-    """After the steps: result/report.md with its pictures, and the table printed."""
+    """After the steps: result/report.md with its pictures, and the table printed; then the
+    output folders are unlocked (a run that fails keeps them until its process ends)."""
     from misc import dist
     from misc.artifacts import claim_folders
+    from misc.lock import release
     from misc.log import log
     from misc.report import write_report
-    if dist.is_main():
-        claim_folders(output_folders(args), args.dataset)  # the folders the steps made
-        report = Path(args.metrics_file).parent / "report.md"
-        table = write_report(args.metrics_file, timings, report, list(STEPS.values()),
-                             examples_png=draw_examples(args, report.with_name("examples.png")))
-        log("\n" + table)
-        log(f"report: {report} (with threshold_curves.png, examples.png)")
+    try:
+        if dist.is_main():
+            claim_folders(output_folders(args), args.dataset)  # the folders the steps made
+            report = Path(args.metrics_file).parent / "report.md"
+            table = write_report(args.metrics_file, timings, report, list(STEPS.values()),
+                                 examples_png=draw_examples(args, report.with_name("examples.png")))
+            log("\n" + table)
+            log(f"report: {report} (with threshold_curves.png, examples.png)")
+    finally:
+        release()
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -58,6 +58,35 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return value / world()[1]
 
 
+def _flag_device() -> torch.device:
+    """Where a small collective's tensor lives: NCCL reduces CUDA tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def agree(ok: bool) -> bool:
+    """True when `ok` holds on every rank. A collective (every rank must call it): a rank that
+    hits a fault tells the others, so all stop together instead of some waiting forever in the
+    next collective."""
+    if world()[1] == 1:
+        return ok
+    flag = torch.tensor([int(ok)], device=_flag_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def gather_to_main(obj: object) -> list | None:
+    """Every rank's picklable `obj`, indexed by rank, on the main rank (None on the others).
+    A collective."""
+    rank, world_size = world()
+    if world_size == 1:
+        return [obj]
+    out = [None] * world_size if rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def shard(items: list, rank: int | None = None, world_size: int | None = None) -> list:
     """This rank's share of an inference list (every world_size-th item)."""
     r, w = world()

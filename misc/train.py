@@ -1,26 +1,33 @@
-"""The training loop shared by train_cam, train_amn and train_irn.
+"""The training loop shared by train_cam, train_amn, train_irn and train_seg.
 
 One process or several under torchrun (DistributedDataParallel): each rank takes its slice of
 every global batch (misc.dist.GlobalBatchSampler) and DDP averages the gradients, so the update
 equals the one-process update on the same global batch. Losses are averaged over ranks before
-they are logged; a non-finite loss stops the run before it touches the checkpoint.
+they are logged.
 
 Optional, for long runs: `max_steps` trains for a number of updates instead of whole epochs (the
 last epoch is cut short), and `checkpoint_every` > 0 writes a training state (model, optimiser,
-step, losses, RNG) to `<out_path stem>.state.pth` every that many steps; with `resume` a later
-call continues from that state exactly where the killed run stopped (same batches, same
-augmentations, since both are keyed by seed and epoch). The state file is removed once the
-final checkpoint is written.
+step, losses, every rank's RNG) to `<out_path stem>.state.pth` every that many steps; with
+`resume` a later call continues from that state exactly where the killed run stopped (same
+batches, same augmentations, since both are keyed by seed and epoch; same dropout, since each
+rank gets its own random streams back). The state file is removed once the final checkpoint is
+written.
+
+Faults (docs/pipeline.md §2.7): a non-finite loss, averaged over ranks so that every rank sees
+it, stops training before the update (NonFiniteLoss); a state whose weights are not finite is
+never written. The state file on disk is then the last good one, and the message says so.
 """
 from __future__ import annotations
 
 import itertools
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
@@ -69,34 +76,159 @@ def state_path(out_path: str | Path) -> Path:
     return out_path.with_name(out_path.stem + ".state.pth")
 
 
+class NonFiniteLoss(RuntimeError):
+    """Training met a non-finite loss (or weights) and stopped; the message names the state
+    file kept on disk, the last good one."""
+
+
+def _rng_state(device: torch.device) -> dict:
+    """This process's random streams: torch's CPU generator (dropout on the CPU), the device's
+    CUDA generator (dropout on the GPU), and numpy's and python's global ones (unused by the
+    steps today; kept so that a loss drawing from them resumes exactly too). Augmentation and
+    batch order do not draw from these: they are keyed by (seed, epoch, index)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                       float(cached))}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what `_rng_state` took (a state from before per-rank saving has torch's only)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+def _rank_rngs(state: dict) -> list[dict]:
+    """The per-rank RNG states of a state file (one shared state in files of older versions)."""
+    if isinstance(state["rng"], list):
+        return state["rng"]
+    return [{"torch": state["rng"], **({"cuda": state["cuda_rng"]} if "cuda_rng" in state else {})}]
+
+
+def _finite(model: torch.nn.Module) -> bool:
+    """Whether every floating-point weight and buffer is finite (one device sync)."""
+    checks = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                max_step: int, batch_size: int, losses: list[float]) -> None:
+                max_step: int, batch_size: int, losses: list[float], rngs: list[dict]) -> None:
+    """Write a resumable state (atomically); `rngs`: every rank's random streams, by rank."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "max_step": max_step, "batch_size": batch_size, "losses": list(losses),
-             "rng": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state()
+             "world_size": len(rngs), "rng": rngs}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _load_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                max_step: int, batch_size: int) -> tuple[int, list[float]]:
-    """Restore a state written by `_save_state`; returns (step, losses)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if (state["max_step"], state["batch_size"]) != (max_step, batch_size):
-        raise ValueError(
-            f"{path} is the state of a run with {state['max_step']} steps at batch "
-            f"{state['batch_size']}, not {max_step} at batch {batch_size}; delete it (or turn "
-            f"resuming off) to start afresh")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if hasattr(optimizer, "global_step"):  # PolyOptimizer keeps its schedule position outside
-        optimizer.global_step = state["step"]
-    torch.set_rng_state(state["rng"])
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda_rng"])
-    return int(state["step"]), [float(v) for v in state["losses"]]
+@dataclass
+class _StateFile:
+    """The resumable state of one `train` call: its file, how often it is written, and the step
+    of the state this call last wrote or loaded (None: the file on disk is not this run's)."""
+    path: Path
+    every: int
+    total: int
+    batch_size: int
+    device: torch.device
+    desc: str
+    out_path: Path
+    step: int | None = None
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and step % self.every == 0 and step < self.total
+
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+             losses: list[float]) -> None:
+        """Write the state with every rank's RNG, indexed by rank. A collective: every rank
+        calls it, the main rank writes. Weights that are not finite are never written."""
+        if not dist.agree(_finite(model)):
+            raise NonFiniteLoss(self.stopped(
+                f"the weights are no longer finite after iteration {step} of {self.total} (the "
+                f"loss was still finite: an exploding gradient)"))
+        rngs = dist.gather_to_main(_rng_state(self.device))
+        if dist.is_main():
+            _save_state(self.path, model, optimizer, step, self.total, self.batch_size, losses,
+                        rngs)
+        self.step = step
+
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float]:
+        """Restore the state on every rank, each rank its own random streams; returns the
+        losses so far. The optimiser keeps this call's hyperparameters (lr, momentum, weight
+        decay), so that a rerun with a lowered learning rate uses it."""
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if (state["max_step"], state["batch_size"]) != (self.total, self.batch_size):
+            raise ValueError(
+                f"{self.path} is the state of a run with {state['max_step']} steps at batch "
+                f"{state['batch_size']}, not {self.total} at batch {self.batch_size}; delete it "
+                f"(or turn resuming off) to start afresh")
+        model.load_state_dict(state["model"])
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        optimizer.load_state_dict(state["optimizer"])
+        for group, own in zip(optimizer.param_groups, settings):
+            group.update(own)
+        self.step = int(state["step"])
+        if hasattr(optimizer, "global_step"):  # PolyOptimizer keeps its schedule position outside
+            optimizer.global_step = self.step
+        _set_rng_state(self._own_rng(_rank_rngs(state)), self.device)
+        return [float(v) for v in state["losses"]]
+
+    def _own_rng(self, rngs: list[dict]) -> dict:
+        """This rank's saved random streams. A state of another process count gives rank r the
+        streams of saved rank r mod n: weights, optimiser and batches continue exactly, dropout
+        draws do not (docs/pipeline.md §2.7)."""
+        rank, world_size = dist.world()
+        if len(rngs) != world_size:
+            log(f"{self.desc}: {self.path} was written by {len(rngs)} processes and this run has "
+                f"{world_size}: training continues from it, but its dropout draws differ from "
+                f"those of an uninterrupted run")
+        return rngs[rank % len(rngs)]
+
+    def stopped(self, what: str) -> str:
+        """The message of NonFiniteLoss: what happened, which state is kept, how to go on."""
+        head = f"{self.desc}: {what}; training stopped and {self.out_path} was not written. "
+        fix = "lower the learning rate (or check the labels and the input data) and rerun the same command"
+        if self.step is not None:
+            return (head + f"The last good resumable state, after iteration {self.step}, is kept "
+                    f"in {self.path}: {fix}; it continues from that state.")
+        if self.path.is_file():
+            return (head + f"{self.path} is an earlier run's state, not this one's: delete it to "
+                    f"start afresh, then {fix}.")
+        every = f" (one is written every {self.every} steps)" if self.every else ""
+        return head + f"No resumable state was written before it{every}: {fix}; it starts afresh."
+
+
+def _epoch_loader(dataset, sampler: Sampler, num_workers: int, device: torch.device,
+                  seed: int, epoch: int) -> DataLoader:
+    # the loader seeds its workers from its own per-epoch generator, not the global RNG that
+    # dropout draws from: a resumed run continues the global stream exactly, and its workers get
+    # the same seeds (samples key their randomness by index, not by the worker's stream)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed * 10007 + epoch))
+
+
+def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+            states: _StateFile, where: str) -> float:
+    """One optimiser step on `loss`; returns the loss averaged over ranks. The check comes
+    before the update, so the weights never see a non-finite loss; every rank gets the same
+    mean, so all ranks stop together (none is left waiting in DDP's gradient all-reduce)."""
+    value = dist.all_reduce_mean(loss.detach()).item()
+    if not math.isfinite(value):
+        raise NonFiniteLoss(states.stopped(f"the loss is {value} at {where}"))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return value
 
 
 def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epochs: int,
@@ -107,10 +239,11 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
           resume: bool = False) -> TrainResult:
     """Train for `epochs` over `dataset` (or for `max_steps` updates when given) with global
     batch `batch_size`; save the state_dict to `out_path` on the main rank.
-    `make_optimizer(max_step)` builds the optimiser."""
+    `make_optimizer(max_step)` builds the optimiser. Raises NonFiniteLoss on every rank when
+    the loss (averaged over ranks) or the weights stop being finite."""
     start = time.time()
     model.to(device).train()
-    rank, world_size = dist.world()
+    world_size = dist.world()[1]
     sampler = dist.GlobalBatchSampler(len(dataset), batch_size, shuffle=True, seed=seed)
     per_epoch = len(sampler)
     total = max_steps if max_steps is not None else per_epoch * epochs
@@ -119,48 +252,42 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
                                       else None) if world_size > 1 else model
     optimizer = make_optimizer(total)
     result = TrainResult()
-    step, saved = 0, state_path(out_path)
-    if resume and saved.is_file():
-        step, result.losses = _load_state(saved, model, optimizer, total, batch_size)
-        log(f"{desc}: resumed from {saved} at step {step}/{total}")
+    states = _StateFile(state_path(out_path), checkpoint_every, total, batch_size, device, desc,
+                        Path(out_path))
+    step = 0
+    if resume and states.path.is_file():
+        result.losses = states.load(model, optimizer)
+        step = states.step
+        log(f"{desc}: resumed from {states.path} at step {step}/{total}")
     for epoch in range(step // per_epoch, epochs):
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         done_in_epoch = step - epoch * per_epoch
         batches = _SkipFirst(sampler, done_in_epoch) if done_in_epoch else sampler
-        # the loader seeds its workers from its own generator, not the global RNG that dropout
-        # draws from: a resumed run then continues the global stream exactly
-        loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False,
-                            generator=torch.Generator().manual_seed(seed * 10007 + epoch))
+        loader = _epoch_loader(dataset, batches, num_workers, device, seed, epoch)
         todo = min(len(batches), total - step)
         bar = tqdm(itertools.islice(loader, todo), total=todo,
                    desc=f"{desc} {epoch + 1}/{epochs}", disable=not dist.is_main())
         for batch in bar:
-            loss = loss_fn(trained, _to_device(batch, device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = dist.all_reduce_mean(loss.detach()).item()
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"{desc}: loss became {value} at epoch {epoch + 1}, step {step}; the final "
-                    f"checkpoint was not written. Lower the learning rate or check the labels.")
+            value = _update(loss_fn(trained, _to_device(batch, device)), optimizer, states,
+                            f"iteration {step + 1} of {total} (epoch {epoch + 1})")
             result.losses.append(value)
             step += 1
             bar.set_postfix(loss=f"{value:.4f}")
-            if checkpoint_every and step % checkpoint_every == 0 and step < total and dist.is_main():
-                _save_state(saved, model, optimizer, step, total, batch_size, result.losses)
+            if states.due(step) and step % per_epoch:  # at an epoch's end: after end_of_epoch
+                states.save(model, optimizer, step, result.losses)
         n = len(result.losses) - epoch * per_epoch
         log(f"{desc}: epoch {epoch + 1}/{epochs} mean loss {sum(result.losses[-n:]) / n:.4f}")
         if end_of_epoch is not None:
             end_of_epoch(model, epoch)
             model.train()
+        if states.due(step) and step % per_epoch == 0:  # the hook may draw random numbers too
+            states.save(model, optimizer, step, result.losses)
     if dist.is_main():
         save_checkpoint(out_path, model.state_dict())
         curve = Path(out_path).with_suffix(".losses.csv")  # the loss curve, for plots and tests
         curve.write_text("step,loss\n" + "".join(f"{i},{v!r}\n" for i, v in enumerate(result.losses)))
-        saved.unlink(missing_ok=True)
+        states.path.unlink(missing_ok=True)
     dist.barrier()
     result.seconds = time.time() - start
     return result

@@ -2,6 +2,7 @@
 each rank in a 2-process group feeding its loss its own half of every global batch."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,58 @@ def test_two_process_gloo_matches_one_process(tmp_path, step):
     assert not torch.allclose(state1["stage4.0.2.conv3.weight"], init["layer4.2.conv3.weight"])
     if step == "cam":  # stage 2 is detached in the CAM network: untouched
         assert torch.equal(state1["stage2.0.0.conv1.weight"], init["layer2.0.conv1.weight"])
+
+
+def _tiny(out: Path, nproc: int = 2, **env) -> subprocess.CompletedProcess:
+    """tests/ddp_tiny_train.py under torchrun (gloo) writing into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    return subprocess.run(launcher + ["tests/ddp_tiny_train.py", str(out)], cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+                               **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_two_process_resume_is_bit_identical(tmp_path, capsys):
+    """Killed after step 6 (mid epoch 2, once the ranks' random streams differ) and rerun, two
+    processes end with the uninterrupted run's weights and losses: each rank gets its own RNG
+    back. A state of another process count resumes with a warning."""
+    from misc.train import state_path
+    from tests import ddp_tiny_train
+
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    assert _tiny(ref).returncode == 0
+    assert _tiny(killed, STOP_AFTER="6").returncode != 0
+    state = torch.load(state_path(killed / "net.pth"), weights_only=True)
+    assert state["step"] == 6 and state["world_size"] == 2 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+    assert not (killed / "net.pth").exists()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(state_path(killed / "net.pth"), state_path(alone / "net.pth"))
+    proc = _tiny(killed)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (torch.load(p / "net.pth", weights_only=True) for p in (ref, killed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (ref / "net.losses.csv").read_text() == (killed / "net.losses.csv").read_text()
+    assert not state_path(killed / "net.pth").exists()
+
+    ddp_tiny_train.run(alone)  # one process resuming the two-process state
+    assert "written by 2 processes and this run has 1" in capsys.readouterr().out
+    assert len((alone / "net.losses.csv").read_text().split()) == 13
+
+
+def test_nan_on_one_rank_stops_both(tmp_path):
+    """A NaN loss on rank 1 only: the mean is NaN on both ranks, both stop with the message
+    (no rank left waiting in a collective) and the state on disk is the last good one."""
+    from misc.train import state_path
+
+    proc = _tiny(tmp_path, NAN_AT="5:1")
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        text = (tmp_path / f"stopped{rank}.txt").read_text()
+        assert "tiny: the loss is nan at iteration 6 of 12 (epoch 2)" in text
+        assert f"after iteration 5, is kept in {state_path(tmp_path / 'net.pth')}" in text
+    state = torch.load(state_path(tmp_path / "net.pth"), weights_only=True)
+    assert state["step"] == 5
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
