@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
       help="torchvision-format ResNet-50 ImageNet weights (.pth); default for the toy dataset: "
            "the synthetic-data backbone, built and cached on first use")
     a("--device", default="auto", type=str, help="auto, cpu or cuda")
+    a("--amp", default=False, type=str2bool,
+      help="mixed precision for the networks' forward passes (bf16 where the device has it, else "
+           "fp16 with loss scaling); losses, merges and the random walk stay float32")
+    a("--channels_last", default=False, type=str2bool,
+      help="channels_last memory layout for the networks and their inputs")
     a("--seed", default=0, type=int)
     a("--overwrite", default=False, type=str2bool, help="redo outputs that already exist")
     a("--checkpoint_every", default=None, type=int,

@@ -22,6 +22,7 @@ from misc.dataset import SegDataset, load_img_name_list
 from misc.ir_label import make_ir_labels
 from misc.log import log
 from misc.metrics import evaluate_label_pngs, summary
+from misc.precision import low_precision, prepare_model
 from misc.records import begin_output, end_output, file_input, folder_input, is_done, make_record, mismatch
 from misc.samples import MultiScaleDataset
 from misc.seed_eval import evaluate_seeds
@@ -64,6 +65,13 @@ def device(args: argparse.Namespace) -> torch.device:
     return dist.init_distributed(getattr(args, "device", "auto"))
 
 
+def fast_forward(args: argparse.Namespace, model: torch.nn.Module,
+                 fn: Callable | None = None) -> Callable:
+    """`fn` (default: the model itself) under --amp and --channels_last, float32 outputs."""
+    prepare_model(model, args.channels_last)
+    return low_precision(fn or model, device(args), args.amp, args.channels_last)
+
+
 def network(module_name: str, flag: str) -> type:
     """The `Net` class of a network module named by --cam_network / --amn_network /
     --irn_network (the reference's convention)."""
@@ -79,17 +87,19 @@ def network(module_name: str, flag: str) -> type:
 
 
 def irn_inference(args: argparse.Namespace, out_dir: Path, suffix: str
-                  ) -> tuple[torch.nn.Module, MultiScaleDataset, torch.device]:
+                  ) -> tuple[Callable, MultiScaleDataset, torch.device]:
     """make_sem_seg_labels / make_ins_seg_labels: the trained IRN in eval mode on this process's
-    device, and this rank's share of --infer_list still missing `out_dir/<id><suffix>` (all of
-    it with --overwrite) as full-size single-scale samples."""
+    device (its forward under --amp / --channels_last), and this rank's share of --infer_list
+    still missing `out_dir/<id><suffix>` (all of it with --overwrite) as full-size single-scale
+    samples."""
     model = network(args.irn_network, "--irn_network")()
     load_checkpoint(model, args.irn_weights_name, made_by="train_irn (--train_irn_pass True)",
                     ignore_prefixes=REFERENCE_LOSS_BUFFERS)
     model.to(device(args)).eval()
     ids = [i for i in dist.shard(id_list(args.infer_list))
            if args.overwrite or not is_done(out_dir / f"{i}{suffix}")]
-    return model, MultiScaleDataset(ids, dataset(args), args.infer_list, (1.0,)), device(args)
+    samples = MultiScaleDataset(ids, dataset(args), args.infer_list, (1.0,))
+    return fast_forward(args, model), samples, device(args)
 
 
 def train_options(args: argparse.Namespace) -> dict:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -25,7 +26,7 @@ from misc.artifacts import append_metrics, load_checkpoint
 from misc.log import log
 from misc.metrics import evaluate_label_pngs, summary
 from misc.seg_inference import SegInferSettings, predict_ids
-from net.deeplabv2 import MSC, deeplab_v2_msc
+from net.deeplabv2 import deeplab_v2_msc
 from step import common
 
 
@@ -35,7 +36,7 @@ def settings(args: argparse.Namespace) -> SegInferSettings:
                             num_workers=int(args.num_workers))
 
 
-def predict_list(model: MSC, list_name: str, args: argparse.Namespace, out_dir: Path,
+def predict_list(model: Callable, list_name: str, args: argparse.Namespace, out_dir: Path,
                  device: torch.device, with_gt: bool):
     """Predictions for every id of a list file; the no-CRF confusion when `with_gt`."""
     data = common.dataset(args)
@@ -55,11 +56,12 @@ def run(args: argparse.Namespace) -> dict:
     model = deeplab_v2_msc(n, args.seg_backbone, args.seg_backbone_style)
     load_checkpoint(model, args.seg_weights_name, made_by="train_seg (--train_seg_pass True)")
     model.to(device).eval()
+    forward = common.fast_forward(args, model)
     start = time.time()
     eval_list = args.seg_eval_list or args.val_list
     ids = common.id_list(eval_list)
     out_dir = Path(args.seg_pred_out_dir)
-    raw_conf = predict_list(model, eval_list, args, out_dir, device, with_gt=True)
+    raw_conf = predict_list(forward, eval_list, args, out_dir, device, with_gt=True)
     record: dict = {}
     if dist.is_main():
         conf, _ = evaluate_label_pngs(ids, out_dir, data.gt_dir(), n)
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> dict:
             f"{len(ids)} predictions in {out_dir}, {record['seconds']} s")
     if args.seg_test_list:
         test_dir = Path(args.seg_test_out_dir)
-        predict_list(model, args.seg_test_list, args, test_dir, device, with_gt=False)
+        predict_list(forward, args.seg_test_list, args, test_dir, device, with_gt=False)
         log(f"eval_seg: test predictions of {args.seg_test_list} in {test_dir} (palette PNGs; "
             f"`tar -czf results.tgz results` for the evaluation server)")
         record["test_predictions"] = str(test_dir)

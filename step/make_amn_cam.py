@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> dict:
     dataset = MultiScaleDataset(common.id_list(args.train_list), data, args.train_list,
                                 tuple(args.cam_scales))
     stats = run_multiscale_inference(
-        dataset, model, amn_merge(args.ir_label_out_dir), args.amn_cam_out_dir, device,
+        dataset, common.fast_forward(args, model), amn_merge(args.ir_label_out_dir),
+        args.amn_cam_out_dir, device,
         reduce="mean", batch_size=args.infer_batch_size, num_workers=args.num_workers,
         overwrite=args.overwrite, desc="make_amn_cam")
     log(f"make_amn_cam: {stats['written']} maps written, {stats['skipped']} already done, "

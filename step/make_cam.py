@@ -18,8 +18,9 @@ def run(args: argparse.Namespace) -> dict:
     model.to(device).eval()
     dataset = MultiScaleDataset(common.id_list(args.train_list), data, args.train_list,
                                 tuple(args.cam_scales))
+    forward = common.fast_forward(args, model, lambda x, _labels: model.cam(x))
     stats = run_multiscale_inference(
-        dataset, lambda x, _labels: model.cam(x), cam_merge, args.cam_out_dir, device,
+        dataset, forward, cam_merge, args.cam_out_dir, device,
         reduce="sum", batch_size=args.infer_batch_size, num_workers=args.num_workers,
         overwrite=args.overwrite, desc="make_cam")
     log(f"make_cam: {stats['written']} maps written, {stats['skipped']} already done, "
