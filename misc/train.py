@@ -36,9 +36,11 @@ from tqdm import tqdm
 from misc import dist
 from misc.artifacts import atomic_path, save_checkpoint
 from misc.log import log
+from misc.precision import grad_scaler, low_precision, prepare_model
 
-# loss_fn(model, batch on device) -> scalar loss
-LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
+# loss_fn(forward, batch on device) -> scalar float32 loss; `forward` is the model (or, under
+# amp / channels_last, a function calling it with float32 outputs): loss_fn only calls it
+LossFn = Callable[[Callable, dict], torch.Tensor]
 
 
 @dataclass
@@ -217,7 +219,7 @@ def _epoch_loader(dataset, sampler: Sampler, num_workers: int, device: torch.dev
                       generator=torch.Generator().manual_seed(seed * 10007 + epoch))
 
 
-def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
             states: _StateFile, where: str) -> float:
     """One optimiser step on `loss`; returns the loss averaged over ranks. The check comes
     before the update, so the weights never see a non-finite loss; every rank gets the same
@@ -226,8 +228,9 @@ def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
     if not math.isfinite(value):
         raise NonFiniteLoss(states.stopped(f"the loss is {value} at {where}"))
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    scaler.scale(loss).backward()  # the identity unless fp16 (misc/precision.py)
+    scaler.step(optimizer)
+    scaler.update()
     return value
 
 
@@ -236,13 +239,15 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
           out_path: str | Path, num_workers: int = 0, seed: int = 0, desc: str = "train",
           end_of_epoch: Callable[[torch.nn.Module, int], None] | None = None,
           max_steps: int | None = None, checkpoint_every: int = 0,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False, amp: bool = False, channels_last: bool = False) -> TrainResult:
     """Train for `epochs` over `dataset` (or for `max_steps` updates when given) with global
     batch `batch_size`; save the state_dict to `out_path` on the main rank.
     `make_optimizer(max_step)` builds the optimiser. Raises NonFiniteLoss on every rank when
-    the loss (averaged over ranks) or the weights stop being finite."""
+    the loss (averaged over ranks) or the weights stop being finite. `amp` / `channels_last`:
+    the model's forward in mixed precision / that layout (misc/precision.py); `loss_fn` gets
+    float32 outputs either way."""
     start = time.time()
-    model.to(device).train()
+    prepare_model(model.to(device).train(), channels_last)
     world_size = dist.world()[1]
     sampler = dist.GlobalBatchSampler(len(dataset), batch_size, shuffle=True, seed=seed)
     per_epoch = len(sampler)
@@ -250,6 +255,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
     epochs = math.ceil(total / per_epoch)
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                       else None) if world_size > 1 else model
+    forward = low_precision(trained, device, amp, channels_last)
+    scaler = grad_scaler(device, amp)
     optimizer = make_optimizer(total)
     result = TrainResult()
     states = _StateFile(state_path(out_path), checkpoint_every, total, batch_size, device, desc,
@@ -269,7 +276,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
         bar = tqdm(itertools.islice(loader, todo), total=todo,
                    desc=f"{desc} {epoch + 1}/{epochs}", disable=not dist.is_main())
         for batch in bar:
-            value = _update(loss_fn(trained, _to_device(batch, device)), optimizer, states,
+            value = _update(loss_fn(forward, _to_device(batch, device)), optimizer, scaler, states,
                             f"iteration {step + 1} of {total} (epoch {epoch + 1})")
             result.losses.append(value)
             step += 1

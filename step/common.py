@@ -104,11 +104,13 @@ def irn_inference(args: argparse.Namespace, out_dir: Path, suffix: str
 
 def train_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of misc.train.train shared by train_cam, train_amn and train_irn:
-    loader workers, seed, and the resumable state (every --checkpoint_every steps; a rerun
-    continues from it unless --resume False or --overwrite True)."""
+    loader workers, seed, --amp / --channels_last, and the resumable state (every
+    --checkpoint_every steps; a rerun continues from it unless --resume False or --overwrite
+    True)."""
     return dict(num_workers=args.num_workers, seed=args.seed,
                 checkpoint_every=args.checkpoint_every or 0,
-                resume=args.resume and not args.overwrite)
+                resume=args.resume and not args.overwrite, amp=args.amp,
+                channels_last=args.channels_last)
 
 
 def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background_channel: bool,

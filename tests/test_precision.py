@@ -39,3 +39,22 @@ def test_low_precision_forward_is_float32_and_close():
 
 def test_loss_scaler_only_for_float16():
     assert not grad_scaler(torch.device("cpu"), True).is_enabled()
+
+
+def test_training_with_amp_follows_the_float32_curve(tmp_path):
+    from misc.train import train
+    from tests.ddp_tiny_train import Points, network
+
+    def mse(model, batch):
+        out = model(batch["x"])
+        assert out.dtype == torch.float32  # the loss sees float32
+        return ((out[:, 0] - batch["y"]) ** 2).mean()
+
+    curves = {}
+    for amp in (False, True):
+        model = network()
+        result = train(model, mse, Points(), 4, 3, lambda _n: torch.optim.Adam(model.parameters(), 0.01),
+                       torch.device("cpu"), tmp_path / f"amp{amp}.pth", amp=amp, channels_last=amp)
+        curves[amp] = torch.tensor(result.losses)
+    assert not torch.equal(curves[True], curves[False])
+    torch.testing.assert_close(curves[True], curves[False], rtol=0.1, atol=0.02)
