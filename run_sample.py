@@ -488,6 +488,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = resolve(build_parser().parse_args(argv))
     start_run(args)
     from misc.log import log
+    from step.plan import verify
+    # every input of the passes that run, before the first one (docs/README.md "Plan check")
+    verify(args, kept=[name for name in STEPS
+                       if getattr(args, f"{name}_pass") and already_trained(args, name)])
     from step import common
     timings, results = {}, {}
     for name, module in STEPS.items():
