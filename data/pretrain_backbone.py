@@ -32,10 +32,11 @@ from tqdm import tqdm
 from data.toy_dataset import hsv, polygon_mask, render_background, smooth_noise, texture
 from misc.artifacts import atomic_path, save_checkpoint
 from misc.imutils import normalize
+from misc.precision import low_precision, native_bf16, prepare_model
 from net.resnet50 import ResNet50
 
 DEFAULT_BACKBONE_PATH = Path(__file__).resolve().parent / "cache" / "resnet50_synthetic.pth"
-DEFAULT_STEPS = 400          # about 3.5 minutes on an idle 2-core CPU (~0.54 s per step)
+DEFAULT_STEPS = 400          # ~0.4 s per step on an idle 2-core CPU with bf16, ~0.65 without
 BATCH_SIZE = 32
 IMAGE_SIZE = 64
 LR = 2e-3
@@ -126,9 +127,12 @@ def lr_at(step: int, steps: int, base: float = LR) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
-def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: int) -> float:
+def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: int,
+          amp: bool = False) -> float:
     """AdamW with warm-up + cosine (faster than SGD from scratch in a few hundred steps);
-    returns the mean loss of the last 10 % of steps."""
+    returns the mean loss of the last 10 % of steps. `amp`: forward in bf16, channels_last
+    (1.6x per step on a 2-core CPU with native bf16)."""
+    forward = low_precision(prepare_model(model, amp), torch.device("cpu"), amp, amp)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
@@ -140,7 +144,7 @@ def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: in
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps)
         x, y = synthetic_batch(rng, batch_size)
-        loss = group_loss(model(x), y)
+        loss = group_loss(forward(x), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pretraining loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -193,7 +197,9 @@ def pretrain(steps: int = DEFAULT_STEPS, seed: int = 0, batch_size: int = BATCH_
         torch.manual_seed(seed)
         model = ResNet50(strides=(2, 2, 2, 2), fixed_bn=False, num_classes=N_OUTPUTS)
         init_weights(model)
-        loss = train(model, steps, np.random.default_rng([seed, 0]), batch_size)
+        amp = native_bf16("cpu")
+        loss = train(model, steps, np.random.default_rng([seed, 0]), batch_size, amp)
+        model.to(memory_format=torch.contiguous_format)
         full = steps >= 50  # tiny test runs also keep BN re-estimation and evaluation tiny
         eval_batch = 64 if full else batch_size
         recompute_bn_stats(model, np.random.default_rng([seed, 1]),
@@ -203,6 +209,7 @@ def pretrain(steps: int = DEFAULT_STEPS, seed: int = 0, batch_size: int = BATCH_
     finally:
         torch.set_num_threads(threads)
     summary = {"steps": steps, "seed": seed, "batch_size": batch_size, "image_size": IMAGE_SIZE,
+               "bf16": amp,
                "groups": dict(zip(("shape", "texture", "hue"), GROUPS)),
                "final_train_loss": round(loss, 4), "heldout_accuracy": round(acc, 4),
                "chance": round(1 / N_COMBINATIONS, 4),

@@ -20,6 +20,16 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether `device` ("auto", "cpu", "cuda", ...) computes bf16 natively: a GPU from Ampere
+    on, a CPU with AVX-512 BF16 or AMX (elsewhere bf16 is emulated and slower than float32)."""
+    kind = torch.device(device).type if str(device) != "auto" else (
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """The autocast context of `device` (a no-op when not `enabled`)."""
     if not enabled:
