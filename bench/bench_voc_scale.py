@@ -85,9 +85,8 @@ from misc.ir_label import make_ir_labels
 from misc.metrics import evaluate_label_pngs
 from misc.multiscale import amn_merge, cam_merge, run_multiscale_inference, strided_size
 from misc.optim import PolyOptimizer
-from misc.path_index import PathIndex
 from misc.precision import low_precision, prepare_model
-from misc.random_walk import random_walk
+from misc.random_walk import dense_transition, random_walk
 from misc.samples import ClassificationDataset, MultiScaleDataset, SegmentationDataset, SegTrainDataset
 from misc.seed_eval import evaluate_seeds
 from misc.seg_inference import SegInferSettings, predict_ids, predict_probs
@@ -479,25 +478,6 @@ def run_make_sem_seg(ctx: Ctx) -> dict:
         one(0)  # warm-up: lazy initialisation, the path index of the first size
         secs = timed(lambda: [one(k) for k in range(len(ids))], ctx.device)
     return {"seconds_per_unit": secs / len(ids), "artifact_bytes": mean_bytes(out, ".png")}
-
-
-def dense_transition(boundary: torch.Tensor, beta: float, radius: int) -> torch.Tensor:
-    """The reference's T (N, N), N = h*w: the dense affinity of the 1.0-padded grid (unit
-    diagonal, 1 - max boundary along each path), cropped to the map, ** beta, divided by its
-    column sums (docs/pipeline.md §3.10 step 3a-d)."""
-    h, w = boundary.shape
-    hp, wp = h + radius, w + 2 * radius
-    padded = F.pad(boundary.float()[None], (radius, radius, 0, radius), value=1.0)
-    pidx = PathIndex(radius, hp, wp)
-    aff = pidx.affinity(padded)[0].reshape(-1)
-    src = pidx.src.to(boundary.device).repeat(pidx.n_dirs)
-    dst = pidx.dst.to(boundary.device).reshape(-1)
-    a = torch.eye(hp * wp, device=boundary.device)
-    a[src, dst] = aff
-    a[dst, src] = aff
-    a = a.view(hp, wp, hp, wp)[:h, radius:radius + w, :h, radius:radius + w].reshape(h * w, -1)
-    t = a.pow(beta)
-    return t / t.sum(dim=0, keepdim=True)
 
 
 def dense_walk(seeds: torch.Tensor, boundary: torch.Tensor, exp_times: int) -> torch.Tensor:

@@ -100,18 +100,13 @@ def random_walk(seeds: Tensor, boundary: Tensor, beta: float = 10, exp_times: in
     return x.t().reshape(k, h, w)
 
 
-@torch.no_grad()
-def dense_random_walk(seeds: Tensor, boundary: Tensor, beta: float = 10, exp_times: int = 8,
-                      radius: int = 5) -> Tensor:
-    """Literal dense reference (tests and bench only): N' x N' A on the padded grid, crop to
-    N x N, T = colnorm(A ** beta), T squared exp_times times, rw = x . T. Same shapes as
-    `random_walk`; needs O(N**2) memory and O(exp_times * N**3) time.
-    """
-    _check(seeds, boundary)
-    k, h, w = seeds.shape
-    boundary = boundary.float()
+def dense_transition(boundary: Tensor, beta: float = 10, radius: int = 5) -> Tensor:
+    """The reference's dense T (N, N), N = h*w (tests and bench only): the N' x N' affinity of
+    the 1.0-padded grid (unit diagonal, 1 - max boundary along each path), cropped to the
+    original vertices, ** beta, divided by its column sums."""
+    h, w = boundary.shape
     hp, wp = h + radius, w + 2 * radius
-    padded = F.pad(boundary.unsqueeze(0), (radius, radius, 0, radius), value=1.0)
+    padded = F.pad(boundary.float().unsqueeze(0), (radius, radius, 0, radius), value=1.0)
     pidx = _path_index(radius, hp, wp)
     aff = pidx.affinity(padded)[0].reshape(-1)
     src = pidx.src.to(boundary.device).repeat(pidx.n_dirs)
@@ -121,8 +116,20 @@ def dense_random_walk(seeds: Tensor, boundary: Tensor, beta: float = 10, exp_tim
     a[dst, src] = aff
     a = a.view(hp, wp, hp, wp)[:h, radius:radius + w, :h, radius:radius + w].reshape(h * w, -1)
     t = a.pow(beta)
-    t = t / t.sum(dim=0, keepdim=True)
+    return t / t.sum(dim=0, keepdim=True)
+
+
+@torch.no_grad()
+def dense_random_walk(seeds: Tensor, boundary: Tensor, beta: float = 10, exp_times: int = 8,
+                      radius: int = 5) -> Tensor:
+    """Literal dense reference (tests and bench only): T = `dense_transition`, squared
+    exp_times times, rw = x . T. Same shapes as `random_walk`; needs O(N**2) memory and
+    O(exp_times * N**3) time.
+    """
+    _check(seeds, boundary)
+    k, h, w = seeds.shape
+    t = dense_transition(boundary, beta, radius)
     for _ in range(exp_times):
         t = t @ t
-    x = (seeds.float() * (1 - boundary)).reshape(k, h * w)
+    x = (seeds.float() * (1 - boundary.float())).reshape(k, h * w)
     return (x @ t).reshape(k, h, w)
