@@ -143,6 +143,53 @@ def threshold_table(metrics_file: str | Path) -> str:
     return "\n".join(rows)
 
 
+def plateau(sweep: dict[str, float], within: float = 0.03) -> tuple[float, float] | None:
+    """The threshold range whose mIoU is within `within` (0.03 = 3 points) of the sweep's best:
+    the contiguous run of swept thresholds, in threshold order, around the best one (the lowest
+    best on a tie). A threshold that qualifies but sits beyond a dip below the band is left out:
+    a detached bump is not a range one can set the threshold in safely. None for an empty sweep.
+    """
+    if not sweep:
+        return None
+    points = sorted((float(t), v) for t, v in sweep.items())
+    values = [v for _, v in points]
+    best = values.index(max(values))
+    lo = hi = best
+    floor = values[best] - within - 1e-9  # inclusive, robust to float rounding
+    while lo > 0 and values[lo - 1] >= floor:
+        lo -= 1
+    while hi < len(values) - 1 and values[hi + 1] >= floor:
+        hi += 1
+    return points[lo][0], points[hi][0]
+
+
+def random_walk_gain(records: dict[str, dict]) -> float | None:
+    """Pseudo-mask mIoU (eval_sem_seg) minus the AMN seed's best mIoU (eval_amn_cam
+    best_miou): what IRN's random walk adds to the seeds it starts from. None unless both ran."""
+    if "eval_sem_seg" not in records or "eval_amn_cam" not in records:
+        return None
+    return records["eval_sem_seg"]["miou"] - records["eval_amn_cam"]["best_miou"]
+
+
+def gains_lines(records: dict[str, dict], within: float = 0.03) -> list[str]:
+    """Markdown bullets: the random walk's gain and the CAM / AMN threshold plateaus (those
+    whose records exist; [] when none)."""
+    lines = []
+    gain = random_walk_gain(records)
+    if gain is not None:
+        sem, amn = records["eval_sem_seg"], records["eval_amn_cam"]
+        lines.append(f"- random walk gain: {100 * gain:+.1f} points (pseudo-mask mIoU "
+                     f"{100 * sem['miou']:.1f} on {sem.get('split', '?')} minus AMN seed best "
+                     f"{100 * amn['best_miou']:.1f} on {amn.get('split', '?')})")
+    for step, name in (("eval_cam", "CAM"), ("eval_amn_cam", "AMN")):
+        span = plateau(records.get(step, {}).get("sweep", {}), within)
+        if span is not None:
+            lines.append(f"- {name} plateau (mIoU within {100 * within:.0f} points of its best, "
+                         f"contiguous around it): {span[0]:.2f}-{span[1]:.2f}, "
+                         f"width {span[1] - span[0]:.2f}")
+    return lines
+
+
 def _seed(name: str, r: dict) -> str:
     return (f"{name} seed mIoU {100 * r['miou']:.1f} @ {r['threshold']:.2f}, "
             f"best {100 * r['best_miou']:.1f} @ {r['best_threshold']:.2f}")
@@ -199,10 +246,15 @@ def results_table(records: dict[str, dict], timings: dict[str, float],
 
 def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: str | Path,
                  steps: list[str], examples_png: Path | None = None) -> str:
-    """Write result/report.md (the results table, the threshold curves and their plot, the
-    example grid when given) and return the results table."""
-    table = results_table(latest_records(metrics_file), timings, steps)
+    """Write result/report.md (the results table, the random walk's gain and the threshold
+    plateaus, the threshold curves and their plot, the example grid when given) and return the
+    results table."""
+    records = latest_records(metrics_file)
+    table = results_table(records, timings, steps)
     lines = [table]
+    gains = gains_lines(records)
+    if gains:
+        lines += [""] + gains
     out_md = Path(out_md)
     png = plot_threshold_curves(metrics_file, out_md.with_name("threshold_curves.png"))
     if png is not None:

@@ -76,3 +76,53 @@ def test_instance_row_and_column(tmp_path):
         assert abs(grid.size[0] / grid.size[1] - 3 / 2) < 0.05
     assert plot_examples(images, {}, {}, tmp_path / "x.png",
                          instance_dirs={"instances": tmp_path / "ins"}) is not None
+
+
+def _sweep(values: list[float], start: float = 0.05) -> dict[str, float]:
+    """A hand-made sweep: thresholds start, start + 0.05, ... with the given mIoUs."""
+    return {f"{start + 0.05 * i:.2f}": v for i, v in enumerate(values)}
+
+
+def test_plateau_contiguous_and_detached():
+    from misc.report import plateau
+    # best 0.50 @ 0.20; 0.47 (exactly 3 points lower) is in, 0.46 out
+    assert plateau(_sweep([0.30, 0.46, 0.48, 0.50, 0.47, 0.40])) == (0.15, 0.25)
+    # a detached bump at 0.35 qualifies but lies beyond a dip: only the run around the best
+    assert plateau(_sweep([0.40, 0.49, 0.50, 0.30, 0.30, 0.30, 0.48])) == (0.10, 0.15)
+    # a tie of bests: the run around the lowest one
+    assert plateau(_sweep([0.50, 0.20, 0.50])) == (0.05, 0.05)
+    assert plateau(_sweep([0.50, 0.49, 0.48]), within=0.01) == (0.05, 0.10)
+    assert plateau({"0.30": 0.2, "0.05": 0.1, "0.10": 0.19}) == (0.10, 0.30)  # unsorted keys
+    assert plateau({}) is None
+
+
+def test_random_walk_gain():
+    from misc.report import random_walk_gain
+    records = {"eval_sem_seg": {"miou": 0.60}, "eval_amn_cam": {"best_miou": 0.52, "miou": 0.4}}
+    assert abs(random_walk_gain(records) - 0.08) < 1e-12
+    assert random_walk_gain({"eval_sem_seg": {"miou": 0.6}}) is None
+
+
+def test_report_shows_gain_and_plateaus(tmp_path):
+    from misc.report import write_report
+    metrics = tmp_path / "metrics.jsonl"
+    cam = {"step": "eval_cam", "split": "train", "threshold": 0.15, "miou": 0.40,
+           "best_miou": 0.42, "best_threshold": 0.20,
+           "sweep": _sweep([0.30, 0.40, 0.41, 0.42, 0.38, 0.35])}
+    amn = {"step": "eval_amn_cam", "split": "train", "threshold": 0.25, "miou": 0.50,
+           "best_miou": 0.517, "best_threshold": 0.40,
+           "sweep": _sweep([0.40, 0.45, 0.49, 0.50, 0.51, 0.515, 0.517, 0.516, 0.40])}
+    sem = {"step": "eval_sem_seg", "split": "train", "miou": 0.593}
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in (cam, amn, sem)))
+    out = tmp_path / "report.md"
+    write_report(metrics, {}, out, ["eval_cam", "eval_amn_cam", "eval_sem_seg"])
+    text = out.read_text()
+    assert ("- random walk gain: +7.6 points (pseudo-mask mIoU 59.3 on train minus AMN seed "
+            "best 51.7 on train)") in text
+    within = "plateau (mIoU within 3 points of its best, contiguous around it): "
+    assert f"- CAM {within}0.10-0.20, width 0.10" in text
+    assert f"- AMN {within}0.15-0.40, width 0.25" in text
+    only_cam = tmp_path / "cam.jsonl"
+    only_cam.write_text(json.dumps(cam) + "\n")
+    write_report(only_cam, {}, out, ["eval_cam"])
+    assert "random walk gain" not in out.read_text() and "CAM plateau" in out.read_text()
