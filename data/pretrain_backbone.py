@@ -16,12 +16,13 @@ The result is a torchvision-format ResNet-50 state_dict (fc.* included), loadabl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -127,11 +128,17 @@ def lr_at(step: int, steps: int, base: float = LR) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
+Batches = Callable[[np.random.Generator, int], tuple[torch.Tensor, torch.Tensor]]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: int,
-          amp: bool = False) -> float:
+          amp: bool = False, batches: Batches = synthetic_batch, loss_fn: Loss = group_loss,
+          desc: str = "pretrain backbone") -> float:
     """AdamW with warm-up + cosine (faster than SGD from scratch in a few hundred steps);
     returns the mean loss of the last 10 % of steps. `amp`: forward in bf16, channels_last
-    (1.6x per step on a 2-core CPU with native bf16)."""
+    (1.6x per step on a 2-core CPU with native bf16). `batches(rng, n)` -> (x, y) and
+    `loss_fn(logits, y)` default to this module's task (data/pretrain_fractal.py passes its own)."""
     forward = low_precision(prepare_model(model, amp), torch.device("cpu"), amp, amp)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases
@@ -139,12 +146,12 @@ def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: in
                              {"params": no_decay, "weight_decay": 0.0}], lr=LR)
     model.train()
     losses = []
-    bar = tqdm(range(steps), desc="pretrain backbone", leave=False, mininterval=2.0)
+    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2.0)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps)
-        x, y = synthetic_batch(rng, batch_size)
-        loss = group_loss(forward(x), y)
+        x, y = batches(rng, batch_size)
+        loss = loss_fn(forward(x), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"pretraining loss is {loss.item()} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -157,7 +164,7 @@ def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: in
 
 @torch.no_grad()
 def recompute_bn_stats(model: nn.Module, rng: np.random.Generator, batches: int,
-                       batch_size: int) -> None:
+                       batch_size: int, make_batch: Batches = synthetic_batch) -> None:
     """Replace the running BN statistics by exact averages over fresh batches of the final
     weights (the EMA collected during training lags behind the changing weights)."""
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -166,7 +173,7 @@ def recompute_bn_stats(model: nn.Module, rng: np.random.Generator, batches: int,
         bn.momentum = None  # cumulative average
     model.train()
     for _ in range(batches):
-        model(synthetic_batch(rng, batch_size)[0])
+        model(make_batch(rng, batch_size)[0])
     for bn in bns:
         bn.momentum = 0.1
 
@@ -185,15 +192,31 @@ def evaluate(model: nn.Module, rng: np.random.Generator, n: int,
     return float(hits_t.min(1).values.mean()), [round(float(a), 4) for a in hits_t.mean(0)]
 
 
+@contextlib.contextmanager
+def all_cpu_threads() -> Iterator[None]:
+    """torch uses every CPU core this process may run on, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def save_backbone(path: Path, state: dict[str, torch.Tensor], summary: dict) -> None:
+    """Write the state_dict and its JSON summary (<stem>.json), each atomically."""
+    save_checkpoint(path, state)
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+
+
 def pretrain(steps: int = DEFAULT_STEPS, seed: int = 0, batch_size: int = BATCH_SIZE,
              log: Callable[[str], None] = print) -> tuple[dict[str, torch.Tensor], dict]:
     """Pretrain ResNet50(strides=(2,2,2,2), ordinary BN) on the synthetic task.
     Returns (state_dict in torchvision key format, summary dict)."""
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                          else os.cpu_count() or 1)
-    try:
+    with all_cpu_threads():
         torch.manual_seed(seed)
         model = ResNet50(strides=(2, 2, 2, 2), fixed_bn=False, num_classes=N_OUTPUTS)
         init_weights(model)
@@ -206,8 +229,6 @@ def pretrain(steps: int = DEFAULT_STEPS, seed: int = 0, batch_size: int = BATCH_
                            batches=max(2, min(20, steps // 10)), batch_size=eval_batch)
         n_eval = 512 if full else 2 * batch_size
         acc, per_group = evaluate(model, np.random.default_rng([seed, 2]), n_eval, eval_batch)
-    finally:
-        torch.set_num_threads(threads)
     summary = {"steps": steps, "seed": seed, "batch_size": batch_size, "image_size": IMAGE_SIZE,
                "bf16": amp,
                "groups": dict(zip(("shape", "texture", "hue"), GROUPS)),
@@ -234,9 +255,7 @@ def ensure_pretrained_backbone(path: str | Path = DEFAULT_BACKBONE_PATH,
         return path
     log(f"pretraining a ResNet-50 on synthetic data ({steps} steps) -> {path}")
     state, summary = pretrain(steps, seed, batch_size, log=log)
-    save_checkpoint(path, state)
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    save_backbone(path, state, summary)
     return path
 
 
