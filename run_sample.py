@@ -353,10 +353,26 @@ def separate_outputs(args: argparse.Namespace) -> None:
         return
     defaults = build_parser().parse_args([])
     for key, value in vars(args).items():
-        output = key.endswith(("_out_dir", "_weights_name")) or key == "metrics_file"
-        if output and value == getattr(defaults, key) and value.split("/")[0] in ("result", "sess"):
-            top, _, rest = value.partition("/")
-            setattr(args, key, "/".join(p for p in (top, args.dataset, rest) if p))
+        if (is_output_flag(key) and value == getattr(defaults, key)
+                and value.split("/")[0] in ("result", "sess")):
+            setattr(args, key, insert_folder(value, args.dataset, "result"))
+
+
+def is_output_flag(key: str) -> bool:
+    """Flags naming what a pass writes: *_out_dir folders, *_weights_name checkpoints and
+    --metrics_file (its folder also takes run_config.json, runs.jsonl and the report)."""
+    return key.endswith(("_out_dir", "_weights_name")) or key == "metrics_file"
+
+
+def insert_folder(path: str, folder: str, base: str) -> str:
+    """`path` with `folder` inserted: right after `base` for a path in (or equal to) `base`,
+    else just before its last component. With base "result": result/cam -> result/F/cam,
+    result -> result/F, sess/x.pth -> sess/F/x.pth (separate_outputs' dataset folders; the
+    seed folders of repeat.py, whose base is the --metrics_file folder)."""
+    parts, base_parts = Path(path).parts, Path(base).parts
+    if parts[:len(base_parts)] == base_parts:
+        return str(Path(base, folder, *parts[len(base_parts):]))
+    return str(Path(path).parent / folder / Path(path).name)
 
 
 # training passes and the checkpoint each writes: a whole-chain rerun skips finished ones

@@ -1,0 +1,150 @@
+"""Repeats of one run over several seeds (repeat.py): which seeds are finished, and the
+aggregation of their metrics.jsonl files into one table and one threshold-band plot.
+
+The aggregation is a pure function of the metrics files: every number of the latest record of
+each step (misc.report.latest_records), nested dicts flattened with dots
+(`eval_cam.sweep.0.25`, `eval_cam.iou.background`), plus the report's derived numbers (the
+random walk's gain, the CAM / AMN threshold plateaus). Per metric: n (the seeds that have it),
+mean, sample standard deviation (n - 1 in the denominator; None for n = 1), min and max.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from misc.artifacts import atomic_path
+from misc.report import _plt, _save_figure, latest_records, plateau, random_walk_gain
+
+MARKER = "repeat.json"  # in a seed's --metrics_file folder, once its run returned
+METHODS = {"eval_cam": "CAM", "eval_amn_cam": "AMN"}
+
+
+def is_finished(metrics_folder: str | Path, argv: list[str]) -> bool:
+    """A seed is finished when its report exists and its marker records this same command
+    (another command, e.g. more passes, runs the seed again; run_sample resumes within it)."""
+    folder = Path(metrics_folder)
+    marker = folder / MARKER
+    if not (folder / "report.md").is_file() or not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("argv") == list(argv)
+    except ValueError:  # cut short by a kill: run it again
+        return False
+
+
+def mark_finished(metrics_folder: str | Path, argv: list[str], seed: int,
+                  seconds: float) -> None:
+    """Record that the seed's run with `argv` returned (read by is_finished)."""
+    with atomic_path(Path(metrics_folder) / MARKER) as tmp:
+        tmp.write_text(json.dumps({"seed": seed, "argv": list(argv), "seconds": seconds}))
+
+
+def flatten(record: dict, prefix: str) -> dict[str, float]:
+    """The numbers of a record (not booleans, not None) by dotted key."""
+    out = {}
+    for key, value in record.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def seed_numbers(metrics_file: str | Path) -> dict[str, float]:
+    """Every number of one seed's metrics file (latest record per step) and the derived ones."""
+    records = latest_records(metrics_file)
+    numbers = {}
+    for step, record in records.items():
+        numbers.update(flatten({k: v for k, v in record.items() if k != "step"}, step))
+    gain = random_walk_gain(records)
+    if gain is not None:
+        numbers["eval_sem_seg.random_walk_gain"] = gain
+    for step in METHODS:
+        span = plateau(records.get(step, {}).get("sweep", {}))
+        if span is not None:
+            numbers.update({f"{step}.plateau_lo": span[0], f"{step}.plateau_hi": span[1],
+                            f"{step}.plateau_width": span[1] - span[0]})
+    return numbers
+
+
+def aggregate(metrics_files: dict[int, str | Path]) -> dict[str, dict]:
+    """Metric -> {n, mean, std, min, max, values: {seed: value}} over the seeds' metrics files
+    (seed -> file), metrics in order of first appearance."""
+    per_seed = {seed: seed_numbers(path) for seed, path in metrics_files.items()}
+    names = list(dict.fromkeys(k for numbers in per_seed.values() for k in numbers))
+    table = {}
+    for name in names:
+        values = {seed: nums[name] for seed, nums in per_seed.items() if name in nums}
+        v = list(values.values())
+        table[name] = {"n": len(v), "mean": statistics.fmean(v),
+                       "std": statistics.stdev(v) if len(v) > 1 else None,
+                       "min": min(v), "max": max(v), "values": values}
+    return table
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def summary_markdown(table: dict[str, dict], seeds: list[int]) -> str:
+    """The summary table: metric | n | mean ± std | min–max (raw values: mIoU as fractions,
+    mAP in %, seconds)."""
+    lines = [f"Seeds {', '.join(map(str, seeds))}: latest record of each step per seed; std is "
+             "the sample std (n - 1).", "",
+             "| metric | n | mean ± std | min–max |", "| --- | ---: | --- | --- |"]
+    for name, s in table.items():
+        lines.append(f"| {name} | {s['n']} | {_num(s['mean'])} ± {_num(s['std'])} | "
+                     f"{_num(s['min'])}–{_num(s['max'])} |")
+    return "\n".join(lines)
+
+
+def threshold_bands(table: dict[str, dict]) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Method -> [(threshold, mean, min, max)] over seeds, from the `<step>.sweep.<t>` rows."""
+    bands = {}
+    for step, method in METHODS.items():
+        prefix = f"{step}.sweep."
+        rows = [(float(k[len(prefix):]), s["mean"], s["min"], s["max"])
+                for k, s in table.items() if k.startswith(prefix)]
+        if rows:
+            bands[method] = sorted(rows)
+    return bands
+
+
+def plot_bands(table: dict[str, dict], out_png: str | Path) -> Path | None:
+    """Mean mIoU-vs-threshold curve per method with its min–max band over seeds."""
+    bands = threshold_bands(table)
+    if not bands:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for method, rows in bands.items():
+        t, mean, lo, hi = (list(c) for c in zip(*rows))
+        line, = ax.plot(t, [100 * m for m in mean], marker="o", ms=3, label=f"{method} mean")
+        ax.fill_between(t, [100 * x for x in lo], [100 * x for x in hi], alpha=0.25,
+                        color=line.get_color(), label=f"{method} min–max")
+    ax.set_xlabel("global threshold")
+    ax.set_ylabel("seed mIoU (%)")
+    ax.set_title("over seeds: mean, band = min–max", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save_figure(fig, out_png)
+
+
+def write_summary(metrics_files: dict[int, str | Path], out_dir: str | Path) -> str:
+    """summary.md, summary.json and threshold_band.png in `out_dir`; returns the markdown."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = aggregate(metrics_files)
+    seeds = list(metrics_files)
+    text = summary_markdown(table, seeds)
+    png = plot_bands(table, out_dir / "threshold_band.png")
+    md = text + (f"\n\n![mIoU vs threshold over seeds]({png.name})\n" if png else "\n")
+    with atomic_path(out_dir / "summary.md") as tmp:
+        tmp.write_text(md)
+    info = {"seeds": seeds, "metrics_files": {s: str(p) for s, p in metrics_files.items()},
+            "std": "sample (n - 1)", "band": "min-max", "metrics": table}
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=1))
+    return text

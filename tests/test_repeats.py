@@ -1,0 +1,135 @@
+"""repeat.py and misc/repeats.py: seed folders, finished seeds, the aggregation over seeds, and
+two tiny CAM-only seeds end to end with a rerun that skips both."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+import repeat
+import run_sample
+from misc.repeats import aggregate, is_finished, mark_finished, threshold_bands, write_summary
+from tests.tiny import flags
+
+
+def test_insert_folder_and_dataset_folders_agree():
+    ins = run_sample.insert_folder
+    assert ins("result/cam", "coco14", "result") == "result/coco14/cam"
+    assert ins("result", "coco14", "result") == "result/coco14"
+    assert ins("sess/res50_cam.pth", "coco14", "result") == "sess/coco14/res50_cam.pth"
+    assert ins("/o/sess/a.pth", "seeds/seed1", "/o") == "/o/seeds/seed1/sess/a.pth"
+    assert ins("/w/x.pth", "seeds/seed1", "/o") == "/w/seeds/seed1/x.pth"
+    args = run_sample.build_parser().parse_args(["--dataset", "coco14", "--cam_out_dir", "mine"])
+    run_sample.separate_outputs(args)
+    assert (args.cam_out_dir, args.cocoann_out_dir, args.amn_weights_name) == (
+        "mine", "result/coco14", "sess/coco14/res50_amn.pth")
+
+
+def _parsed(argv: list[str]):
+    return run_sample.build_parser().parse_args(argv)
+
+
+def test_seed_argv_moves_every_output_into_the_seed_folder(tmp_path):
+    toy = _parsed(repeat.seed_argv([], 3))
+    assert toy.seed == 3 and toy.cam_out_dir == "result/seeds/seed3/cam"
+    assert toy.metrics_file == "result/seeds/seed3/metrics.jsonl"
+    assert toy.cocoann_out_dir == "result/seeds/seed3"
+    assert toy.cam_weights_name == "sess/seeds/seed3/res50_cam.pth"
+    coco = _parsed(repeat.seed_argv(["--dataset", "coco14"], 0))
+    assert coco.sem_seg_out_dir == "result/coco14/seeds/seed0/sem_seg"
+    assert coco.seg_weights_name == "sess/coco14/seeds/seed0/deeplabv2.pth"
+    out = tmp_path / "out"
+    given = _parsed(repeat.seed_argv(flags(tmp_path / "voc", out, tmp_path / "w.pth"), 1))
+    assert given.metrics_file == str(out / "seeds/seed1/metrics.jsonl")
+    assert given.cam_weights_name == str(out / "seeds/seed1/sess/res50_cam.pth")
+    outputs = [v for k, v in vars(given).items() if run_sample.is_output_flag(k)]
+    assert outputs and all("seeds/seed1" in v for v in outputs)
+    with pytest.raises(SystemExit):
+        repeat.parse(["--seeds", "0", "--seed", "1"])
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_aggregate_is_exact_over_hand_written_files(tmp_path):
+    cam = lambda miou, s10, s20: {"step": "eval_cam", "split": "train", "miou": miou,
+                                  "iou": {"background": 0.8, "cat": None}, "best_miou": s20,
+                                  "sweep": {"0.10": s10, "0.20": s20}}
+    files = {
+        0: _write(tmp_path / "s0/metrics.jsonl", [cam(0.1, 0.0, 0.0), cam(0.40, 0.30, 0.50)]),
+        1: _write(tmp_path / "s1/metrics.jsonl", [cam(0.50, 0.20, 0.60)]),
+        2: _write(tmp_path / "s2/metrics.jsonl", [cam(0.60, 0.10, 0.40),
+                                                  {"step": "train_cam", "mAP": 55.0,
+                                                   "ok": True}]),
+    }
+    table = aggregate(files)
+    miou = table["eval_cam.miou"]  # the latest record of seed 0 only
+    assert miou["n"] == 3 and miou["min"] == 0.40 and miou["max"] == 0.60
+    assert miou["mean"] == pytest.approx(0.50, abs=1e-15)
+    assert miou["std"] == pytest.approx(math.sqrt((0.1 ** 2 + 0 + 0.1 ** 2) / 2), abs=1e-15)
+    assert miou["values"] == {0: 0.40, 1: 0.50, 2: 0.60}
+    assert table["eval_cam.iou.background"]["std"] == 0.0
+    assert "eval_cam.iou.cat" not in table and "train_cam.ok" not in table
+    assert table["train_cam.mAP"] == {"n": 1, "mean": 55.0, "std": None, "min": 55.0,
+                                      "max": 55.0, "values": {2: 55.0}}
+    # the derived plateau: seed 0's 0.30 is 20 points below its best, seed 2's 0.10 too
+    assert table["eval_cam.plateau_width"]["values"] == {0: 0.0, 1: 0.0, 2: 0.0}
+    bands = threshold_bands(table)["CAM"]
+    assert [b[0] for b in bands] == [0.10, 0.20]
+    assert bands[1][1:] == pytest.approx((0.50, 0.40, 0.60))
+    md = write_summary(files, tmp_path / "seeds")
+    assert "| eval_cam.miou | 3 | 0.5 ± 0.1 | 0.4–0.6 |" in md
+    assert "| train_cam.mAP | 1 | 55 ± - | 55–55 |" in md
+    saved = json.loads((tmp_path / "seeds/summary.json").read_text())
+    assert saved["metrics"]["eval_cam.miou"]["n"] == 3 and saved["band"] == "min-max"
+    assert (tmp_path / "seeds/threshold_band.png").stat().st_size > 0
+
+
+def test_finished_means_report_and_marker_of_the_same_command(tmp_path):
+    argv = ["--seed", "0"]
+    assert not is_finished(tmp_path, argv)
+    mark_finished(tmp_path, argv, 0, 1.0)
+    assert not is_finished(tmp_path, argv)  # no report yet
+    (tmp_path / "report.md").write_text("x")
+    assert is_finished(tmp_path, argv) and not is_finished(tmp_path, argv + ["--x", "1"])
+    (tmp_path / "repeat.json").write_text('{"argv": ["--se')  # cut short by a kill
+    assert not is_finished(tmp_path, argv)
+
+
+CAM_PASSES = ["--train_cam_pass", "True", "--make_cam_pass", "True", "--eval_cam_pass", "True"]
+
+
+def test_two_tiny_seeds_then_a_rerun_skips_both(tiny_toy, tmp_path, capsys):
+    import torch
+
+    from net.resnet50 import ResNet50
+    weights = tmp_path / "r50.pth"  # random weights: enough to check the mechanics
+    torch.save(ResNet50().state_dict(), weights)
+    out = tmp_path / "out"
+    # train on the 8-image train list (one batch), one scale: seconds per seed
+    small = ["--train_list", str(tiny_toy / "ImageSets/Segmentation/train.txt"),
+             "--cam_scales", "1.0"]
+    argv = ["--seeds", "0", "1", *flags(tiny_toy, out, weights), *CAM_PASSES, *small]
+    start = time.time()
+    files = repeat.main(argv)
+    first = time.time() - start
+    assert sorted(p.name for p in (out / "seeds").glob("seed*")) == ["seed0", "seed1"]
+    assert files[1] == out / "seeds/seed1/metrics.jsonl"
+    assert (out / "seeds/seed1/sess/res50_cam.pth").is_file()
+    summary = json.loads((out / "seeds/summary.json").read_text())
+    assert summary["metrics"]["eval_cam.miou"]["n"] == 2
+    assert (out / "seeds/threshold_band.png").is_file()
+    md = (out / "seeds/summary.md").read_text()
+    assert "| eval_cam.miou | 2 |" in md
+    capsys.readouterr()
+    print(f"first run {first:.1f} s")
+    repeat.main(argv)
+    log = capsys.readouterr().out
+    assert "repeat: seed 0 finished earlier" in log and "repeat: seed 1 finished earlier" in log
+    assert "== train_cam" not in log
