@@ -1,14 +1,14 @@
 """Multi-scale + flip inference over an image list: the shared mechanism of make_cam and
 make_amn_cam (one mechanism, two configurations: the network call and the per-image merge).
 
-Images of equal size are batched together, and each scale of a batch is one forward pass of
-(2B, 3, h_s, w_s) holding every image and its mirror: exact (no padding), and as few passes as
-the shapes allow.
+Images are batched by size, and each scale of a batch is one forward pass of (2B, 3, h_s, w_s)
+holding every image and its mirror: exact when the batch shares a size, otherwise zero-padded
+with every activation masked to each image's region (misc/padded_batch.py), which gives each
+image's own outputs up to float rounding.
 """
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from misc import dist
 from misc.artifacts import load_png, save_maps
 from misc.imutils import pil_resize
+from misc.padded_batch import crop_outputs, pad_to_canvas, valid_region_masks
 from misc.records import is_done
 from misc.samples import MultiScaleDataset
 
@@ -30,13 +31,11 @@ ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MergeFn = Callable[[list, torch.Tensor, tuple, str], tuple]
 
 
-def size_buckets(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
-    """Group indices of equal image size into batches of at most `batch_size`."""
-    groups: dict = defaultdict(list)
-    for i, size in enumerate(sizes):
-        groups[tuple(size)].append(i)
-    return [idx[k:k + batch_size] for idx in groups.values()
-            for k in range(0, len(idx), batch_size)]
+def size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices in batches of at most `batch_size`, ordered by orientation then size so that a
+    batch holds equal or similar sizes (the least padding)."""
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i][0] >= sizes[i][1], tuple(sizes[i])))
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
 
 def flip_views_forward(forward: ForwardFn, imgs: torch.Tensor, labels: torch.Tensor,
@@ -49,38 +48,65 @@ def flip_views_forward(forward: ForwardFn, imgs: torch.Tensor, labels: torch.Ten
     return merged / 2 if reduce == "mean" else merged
 
 
+def padded_flip_views_forward(forward: ForwardFn, imgs: list[torch.Tensor], labels: torch.Tensor,
+                              reduce: str, stride: int) -> list[torch.Tensor]:
+    """`flip_views_forward` for images of different sizes: [(3, h_i, w_i)] and their mirrors in
+    one zero-padded pass whose activations are masked to each image's region
+    (misc/padded_batch.py), so each output equals the image's own pass up to rounding.
+    Returns [(C', ceil(h_i / stride), ceil(w_i / stride))]."""
+    b = len(imgs)
+    canvas, valid = pad_to_canvas(list(imgs) + [img.flip(-1) for img in imgs], stride)
+    with valid_region_masks(valid, tuple(canvas.shape[-2:])):
+        out = forward(canvas.to(labels.device, non_blocking=True), torch.cat([labels, labels]))
+    outs = crop_outputs(out, valid, tuple(canvas.shape[-2:]))
+    merged = [outs[i] + outs[b + i].flip(-1) for i in range(b)]
+    return [m / 2 for m in merged] if reduce == "mean" else merged
+
+
+def batch_views(forward: ForwardFn, imgs: list[torch.Tensor], labels: torch.Tensor, reduce: str,
+                stride: int) -> list[torch.Tensor]:
+    """Per image, its flip-merged output at one scale: one exact pass when the batch shares a
+    size, else a masked padded pass."""
+    if len({tuple(img.shape) for img in imgs}) == 1:
+        x = torch.stack(imgs).to(labels.device, non_blocking=True)
+        return list(flip_views_forward(forward, x, labels, reduce))
+    return padded_flip_views_forward(forward, imgs, labels, reduce, stride)
+
+
 def resize_sum(outs: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     """Sum over scales of bilinear (align_corners=False) resizes of (C, h, w) maps to `size`."""
     return sum(F.interpolate(o[None], size, mode="bilinear", align_corners=False)[0] for o in outs)
 
 
 def _collate(samples: list[dict]) -> dict:
-    return {"name": [s["name"] for s in samples], "size": samples[0]["size"],
+    """Samples of possibly different sizes: per scale, the list of the batch's images."""
+    return {"name": [s["name"] for s in samples], "size": [s["size"] for s in samples],
             "label": torch.stack([s["label"] for s in samples]),
-            "imgs": [torch.stack([s["imgs"][k] for s in samples]) for k in range(len(samples[0]["imgs"]))]}
+            "imgs": [[s["imgs"][k] for s in samples] for k in range(len(samples[0]["imgs"]))]}
 
 
 def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, merge: MergeFn,
                              out_dir: str | Path, device: torch.device, reduce: str,
                              batch_size: int = 8, num_workers: int = 0,
-                             overwrite: bool = False, desc: str = "maps") -> dict:
+                             overwrite: bool = False, desc: str = "maps",
+                             stride: int = 16) -> dict:
     """Write out_dir/<id>.npz for this rank's share of the dataset; skip finished images
-    unless `overwrite`. Returns counts and seconds."""
+    unless `overwrite`. Images of similar sizes share a batch (`batch_views`; `stride`: the
+    network's output stride, the canvas multiple). Returns counts and seconds."""
     out_dir = Path(out_dir)
     start = time.time()
     todo = [i for i in dist.shard(list(range(len(dataset))))
             if overwrite or not is_done(out_dir / f"{dataset.ids[i]}.npz")]
     sizes = [dataset.image_size(i) for i in todo]
-    batches = [[todo[j] for j in b] for b in size_buckets(sizes, batch_size)]
+    batches = [[todo[j] for j in b] for b in size_batches(sizes, batch_size)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=device.type == "cuda")
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, disable=not dist.is_main(), total=len(batches)):
             labels = batch["label"].to(device)
-            outs = [flip_views_forward(forward, x.to(device, non_blocking=True), labels, reduce)
-                    for x in batch["imgs"]]
+            outs = [batch_views(forward, imgs, labels, reduce, stride) for imgs in batch["imgs"]]
             for b, name in enumerate(batch["name"]):
-                keys, cam, high_res = merge([o[b] for o in outs], labels[b], batch["size"], name)
+                keys, cam, high_res = merge([o[b] for o in outs], labels[b], batch["size"][b], name)
                 save_maps(out_dir / f"{name}.npz", keys.cpu().numpy(), cam.cpu().numpy(),
                           high_res.cpu().numpy())
     n_done = len(todo)

@@ -5,7 +5,13 @@ import torch.nn.functional as F
 
 from misc import imutils
 from misc.artifacts import load_maps
-from misc.multiscale import cam_merge, run_multiscale_inference, size_buckets
+from misc.multiscale import (
+    cam_merge,
+    flip_views_forward,
+    padded_flip_views_forward,
+    run_multiscale_inference,
+    size_batches,
+)
 from misc.samples import MultiScaleDataset
 from voc12.dataloader import VOCDataset
 
@@ -46,9 +52,42 @@ def direct_cam(net, img_uint8, label, scales):
     return keys.numpy(), strided.numpy(), high.numpy()
 
 
-def test_size_buckets_groups_equal_sizes():
-    batches = size_buckets([(4, 5), (4, 5), (3, 3), (4, 5)], batch_size=2)
-    assert sorted(map(sorted, batches)) == [[0, 1], [2], [3]]
+def test_size_batches_keep_orientation_and_similar_sizes_together():
+    sizes = [(4, 5), (6, 3), (4, 5), (3, 3), (5, 4), (4, 6)]
+    batches = size_batches(sizes, batch_size=2)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert [[sizes[i] for i in b] for b in batches] == [[(4, 5), (4, 5)], [(4, 6), (3, 3)],
+                                                       [(5, 4), (6, 3)]]
+
+
+def _per_image(forward, imgs, labels, reduce):
+    return [flip_views_forward(forward, img[None], labels[i:i + 1], reduce)[0]
+            for i, img in enumerate(imgs)]
+
+
+def test_padded_batch_equals_each_image_alone_on_the_real_networks():
+    """Images of different sizes in one masked, padded pass: the CAM and (deterministic) AMN
+    outputs equal each image's own pass up to float rounding; without the masks they do not."""
+    from misc.padded_batch import crop_outputs, pad_to_canvas
+    from net import resnet50_amn, resnet50_cam
+    torch.manual_seed(0)
+    sizes = [(40, 52), (33, 47), (48, 36), (17, 70)]
+    imgs = [torch.randn(3, h, w) for h, w in sizes]
+    labels = torch.eye(4)[:, :3] + torch.eye(4)[:, 1:]
+    cam = resnet50_cam.Net(3).eval()
+    amn = resnet50_amn.Net(3).eval()
+    amn.set_inference_dropout(False)
+    with torch.no_grad():
+        for forward, reduce in ((lambda x, _l: cam.cam(x), "sum"), (amn, "mean")):
+            want = _per_image(forward, imgs, labels, reduce)
+            got = padded_flip_views_forward(forward, imgs, labels, reduce, stride=16)
+            for g, w, (h, wd) in zip(got, want, sizes):
+                assert g.shape == w.shape == w.shape[:1] + ((h + 15) // 16, (wd + 15) // 16)
+                torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+        canvas, valid = pad_to_canvas(imgs, 16)  # the masks matter: padding alone differs
+        plain = crop_outputs(cam.cam(canvas), valid, tuple(canvas.shape[-2:]))
+        alone = [cam.cam(img[None])[0] for img in imgs]
+        assert any((p - a).abs().max() > 1e-3 for p, a in zip(plain, alone))
 
 
 def test_batched_multiscale_equals_direct(fake_voc, tmp_path):
