@@ -26,6 +26,13 @@ the generator name, version and config, so `ensure_parts_dataset` builds once an
 Image ids are `parts_<n>`. With a root of its own, run_sample.py needs the root's lists and the
 backbone named explicitly (--train_list/--val_list/--infer_list, --backbone_weights).
 
+Measured once (defaults, seed 0, toy profile, the synthetic backbone, CAM stage only, a
+contended 2-core CPU): the classifier stays at chance (val mAP 23.9 after 8 epochs; the toy
+reaches 74.0) and its CAMs fire on bodies, distractors included, not on the parts; CAM seed
+mIoU 30.2 @ 0.25 (best 31.0 @ 0.15) comes from body saliency plus the image labels. The part
+cue is not learnt within the toy budget: a harder benchmark, not a drop-in for the toy.
+Parts cover ~7 % of their object on average (5-10 %).
+
     python -m data.toy_parts --out DIR [--n_classes N --part_size F --clutter K --seed S]
 """
 from __future__ import annotations
