@@ -14,6 +14,11 @@ state_dict, loadable with `net.resnet50.load_backbone_weights`, and a JSON sidec
 its training loop, learning-rate schedule, BN re-estimation and bf16/channels_last handling.
 
     python -m data.pretrain_fractal --out data/cache/resnet50_fractal.pth --steps 400
+
+Measured (2 idle cores, bf16): 400 steps in 173.9 s, but the loss stays at ln(100) and the
+held-out accuracy at chance (1.2%): the task is not learned in this budget, and the toy's CAM
+classifier on this backbone reaches val mAP 53.4 (CAM seed 18.5 mIoU) against 74.0 (40.6) on
+data/pretrain_backbone.py's. Not the toy's default until a recipe learns.
 """
 from __future__ import annotations
 
