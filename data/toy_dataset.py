@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -377,16 +378,19 @@ def _check_replaceable(root: Path) -> None:
                               f"pick an empty or new folder so nothing of yours is deleted")
 
 
-def build_toy_dataset(root: str | Path, config: ToyConfig = ToyConfig()) -> Path:
-    """(Re)build the dataset at `root`: generate into a temporary sibling folder, then swap it
-    in, so a killed build never leaves a half dataset. Returns `root`."""
+def build_swapped_in(root: str | Path, write: Callable[[Path], None],
+                     complete: Callable[[Path], bool]) -> Path:
+    """(Re)build a dataset folder: `write(tmp)` into a temporary sibling, then swap it in for
+    `root`, so a killed build never leaves a half dataset (shared by the synthetic generators).
+    Refuses a folder holding anything but a dataset; keeps a build a concurrent call finished
+    first (`complete(root)`). Returns `root`."""
     root = Path(root)
     _check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.build-", dir=root.parent))
     try:
-        write_dataset(tmp, config)
-        if is_complete(root, config):  # a concurrent build finished the same dataset first
+        write(tmp)
+        if complete(root):  # a concurrent build finished the same dataset first
             shutil.rmtree(tmp)
             return root
         old = None
@@ -400,6 +404,12 @@ def build_toy_dataset(root: str | Path, config: ToyConfig = ToyConfig()) -> Path
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root
+
+
+def build_toy_dataset(root: str | Path, config: ToyConfig = ToyConfig()) -> Path:
+    """(Re)build the dataset at `root` (atomically: `build_swapped_in`). Returns `root`."""
+    return build_swapped_in(root, lambda tmp: write_dataset(tmp, config),
+                            lambda r: is_complete(r, config))
 
 
 def ensure_toy_dataset(root: str | Path, config: ToyConfig = ToyConfig()) -> Path:

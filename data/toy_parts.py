@@ -40,8 +40,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -53,9 +51,9 @@ from scipy import ndimage
 from data.toy_dataset import (
     BODY_TEXTURES,
     JPEG_QUALITY,
-    _check_replaceable,
     add_void_band,
     blob_points,
+    build_swapped_in,
     choose_classes,
     coords,
     hsv,
@@ -387,23 +385,10 @@ def is_complete(root: Path, cfg: PartsConfig) -> bool:
 
 
 def build_parts_dataset(root: str | Path, cfg: PartsConfig = PartsConfig()) -> Path:
-    """(Re)build at `root`: generate into a temporary sibling, then swap it in, so a killed
-    build never leaves a half dataset. Refuses a folder holding anything but a dataset."""
-    root = Path(root)
-    _check_replaceable(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.build-", dir=root.parent))
-    try:
-        write_dataset(tmp, cfg)
-        old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-        if root.exists():
-            root.rename(old / "data")
-        tmp.rename(root)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+    """(Re)build at `root`, atomically (data.toy_dataset.build_swapped_in). Refuses a folder
+    holding anything but a dataset."""
+    return build_swapped_in(root, lambda tmp: write_dataset(tmp, cfg),
+                            lambda r: is_complete(r, cfg))
 
 
 def ensure_parts_dataset(root: str | Path, cfg: PartsConfig = PartsConfig()) -> Path:
