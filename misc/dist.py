@@ -5,6 +5,7 @@ every global batch, so the optimiser sees the same samples whatever W is.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Iterator
 
@@ -38,10 +39,18 @@ def init_distributed(device_request: str = "auto") -> torch.device:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        # tear the group down before interpreter shutdown: left to static destructors, gloo
+        # can abort (SIGABRT) a process whose peer exited first
+        atexit.register(_destroy)
     if use_cuda:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:

@@ -101,7 +101,8 @@ def test_two_process_resume_is_bit_identical(tmp_path, capsys):
     from tests import ddp_tiny_train
 
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert _tiny(ref).returncode == 0
+    proc = _tiny(ref)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert _tiny(killed, STOP_AFTER="6").returncode != 0
     state = torch.load(state_path(killed / "net.pth"), weights_only=True)
     assert state["step"] == 6 and state["world_size"] == 2 and len(state["rng"]) == 2
