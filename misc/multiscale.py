@@ -95,10 +95,14 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
     network's output stride, the canvas multiple). Returns counts and seconds."""
     out_dir = Path(out_dir)
     start = time.time()
-    todo = [i for i in dist.shard(list(range(len(dataset))))
-            if overwrite or not is_done(out_dir / f"{dataset.ids[i]}.npz")]
-    sizes = [dataset.image_size(i) for i in todo]
-    batches = [[todo[j] for j in b] for b in size_batches(sizes, batch_size)]
+    mine = dist.shard(list(range(len(dataset))))
+    todo = {dataset.ids[i] for i in mine
+            if overwrite or not is_done(out_dir / f"{dataset.ids[i]}.npz")}
+    # batches formed over the whole share, so that a resumed run batches (and rounds) each image
+    # as an uninterrupted one: bit-identical maps; a partly finished batch is recomputed
+    sizes = [dataset.image_size(i) for i in mine]
+    batches = [[mine[j] for j in b] for b in size_batches(sizes, batch_size)]
+    batches = [b for b in batches if any(dataset.ids[i] in todo for i in b)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=device.type == "cuda")
     with torch.inference_mode():
@@ -106,11 +110,12 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
             labels = batch["label"].to(device)
             outs = [batch_views(forward, imgs, labels, reduce, stride) for imgs in batch["imgs"]]
             for b, name in enumerate(batch["name"]):
+                if name not in todo:
+                    continue
                 keys, cam, high_res = merge([o[b] for o in outs], labels[b], batch["size"][b], name)
                 save_maps(out_dir / f"{name}.npz", keys.cpu().numpy(), cam.cpu().numpy(),
                           high_res.cpu().numpy())
-    n_done = len(todo)
-    return {"written": n_done, "skipped": len(dist.shard(list(range(len(dataset))))) - n_done,
+    return {"written": len(todo), "skipped": len(mine) - len(todo),
             "seconds": time.time() - start}
 
 
