@@ -16,6 +16,7 @@ from misc.artifacts import append_metrics
 from misc.log import log
 from misc.metrics import mean_average_precision
 from misc.optim import PolyOptimizer
+from misc.precision import low_precision
 from misc.samples import ClassificationDataset
 from misc.train import train
 from step import common
@@ -27,12 +28,14 @@ def classification_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 @torch.inference_mode()
 def validate(model: torch.nn.Module, dataset: ClassificationDataset, device: torch.device,
-             batch_size: int) -> dict:
-    """Mean loss and mAP over the validation list (top-left crop, no resize, no flip)."""
+             batch_size: int, amp: bool = False, channels_last: bool = False) -> dict:
+    """Mean loss and mAP over the validation list (top-left crop, no resize, no flip), the
+    forward under --amp / --channels_last as in training."""
     model.eval()
+    forward = low_precision(model, device, amp, channels_last)
     scores, labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size):
-        scores.append(model(batch["img"].to(device)).cpu())
+        scores.append(forward(batch["img"].to(device)).cpu())
         labels.append(batch["label"])
     scores, labels = torch.cat(scores), torch.cat(labels)
     return {"loss": F.multilabel_soft_margin_loss(scores, labels).item(),
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> dict:
 
     def end_of_epoch(net: torch.nn.Module, epoch: int) -> None:
         if dist.is_main():
-            history.append(validate(net, val_set, device, args.cam_batch_size))
+            history.append(validate(net, val_set, device, args.cam_batch_size,
+                                    args.amp, args.channels_last))
             log(f"train_cam: epoch {epoch + 1} val loss {history[-1]['loss']:.4f} "
                         f"mAP {100 * history[-1]['mAP']:.1f}")
 
