@@ -55,11 +55,11 @@ PROFILES = {
                 # 2.0 is 53% of the work (README, "Toy profile": CAM seed 40.9 with these two
                 # scales, 40.6 with the reference's four, AMN 49.3 / 49.2, in 45% of the time)
                 cam_scales=(1.0, 1.5),
-                cam_num_epoches=8, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
-                amn_num_epoches=5, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=5,
-                # DeepLab ResNet-50: ~0.6 s per iteration on 2 idle CPU cores, ~1.5 min in all
+                cam_num_epoches=6, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
+                amn_num_epoches=4, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=5,
+                # DeepLab ResNet-50: ~0.45 s per iteration on 2 idle CPU cores (bf16, NCHW)
                 seg_backbone="resnet50", seg_crop_size=64, seg_batch_size=4,
-                seg_num_iters=150, checkpoint_every=30, sem_seg_bg_thres=0.25,
+                seg_num_iters=100, checkpoint_every=30, sem_seg_bg_thres=0.25,
                 seg_learning_rate=2.5e-4,
                 # ~100 steps instead of ~3300: momentum and 10x Adam rates make up for it
                 poly_momentum=0.9, cam_learning_rate=0.03, amn_learning_rate=5e-5,
@@ -123,9 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     # Environment
     a("--num_workers", default=default_workers(), type=int,
-      help="DataLoader worker processes and CPU pool size (CRF, sweeps); default: half the "
-           "cores, 0 (load in the training process) on a machine with 2 cores or fewer, where a "
-           "worker process costs ~1 s per epoch and takes a core from the network")
+      help="DataLoader worker processes; default: half the cores, 0 (load in the main process) "
+           "on a machine with 2 cores or fewer, where a worker costs ~1 s per epoch and takes a "
+           "core from the network (see --cpu_workers for the CRF pools)")
+    a("--cpu_workers", default=None, type=int,
+      help="processes for per-image CPU work beside the networks: the dense CRF of the IR-label "
+           "steps and eval_seg, the seed evaluation's threads (<= 1: in the main process); "
+           "default: the cores shared among the torchrun processes (IR labels on the toy with 2 "
+           "cores: 11 s in one process, 8 s in two)")
     a("--dataset", default="voc12", choices=tuple(DATASET_LISTS),
       help="the data layer: voc12 (any VOC-layout root, the toy dataset included) or coco14 "
            "(MS COCO 2014, prepared once with `python -m coco14.prepare`); outputs of a dataset "
@@ -267,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="write a resumable training state every N iterations (0: never)")
     a("--seg_resume", default=True, type=str2bool,
       help="continue a killed train_seg from its state file (ignored with --overwrite True)")
+    a("--seg_channels_last", default=False, type=str2bool,
+      help="channels_last for DeepLab (train_seg, eval_seg); off by default: its dilated 3x3 "
+           "convolutions ran slower in it (bf16 on a 2-core CPU: 0.54 vs 0.43 s per toy "
+           "iteration), while the other networks gain from --channels_last")
     a("--seg_tf32", default=True, type=str2bool,
       help="allow TF32 convolutions / matmuls on CUDA (PyTorch's conv default); False: strict fp32")
     a("--seg_infer_scales", default=(1.0,), type=float, nargs="+",

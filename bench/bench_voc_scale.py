@@ -96,7 +96,7 @@ from net.deeplabv2 import deeplab_v2_msc
 from net.resnet50_amn import Net as AmnNet
 from net.resnet50_cam import Net as CamNet
 from net.resnet50_irn import Net as IrnNet
-from step.train_amn import amn_loss
+from step.train_amn import amn_adam, amn_loss
 from step.train_cam import classification_loss
 from step.train_irn import make_loss_fn
 from step.train_seg import msc_loss, param_groups
@@ -622,9 +622,8 @@ def run_train_amn(ctx: Ctx) -> dict:
     backbone, new = model.param_groups()
 
     def optimizer(_max_step: int) -> torch.optim.Adam:
-        return torch.optim.Adam([{"params": backbone, "lr": S["amn_learning_rate"]},
-                                 {"params": new, "lr": S["amn_head_learning_rate"]}],
-                                lr=S["amn_learning_rate"], weight_decay=S["amn_weight_decay"])
+        return amn_adam(backbone, new, S["amn_learning_rate"], S["amn_head_learning_rate"],
+                        S["amn_weight_decay"])
     data = lambda ids: SegmentationDataset(ids, ctx.voc, "bench", ctx.syn("ir_label"),
                                            S["amn_crop_size"], rescale=tuple(S["amn_rescale"]))
     return train_timed(ctx, "train_amn", model, amn_loss(S["eps"]), data, optimizer)
@@ -690,7 +689,7 @@ def run_eval_seg(ctx: Ctx) -> dict:
     net, out, voc = seg_model(ctx), ctx.out("eval_seg"), ctx.voc
     settings = SegInferSettings(scales=tuple(S["seg_infer_scales"]), flip=False,
                                 crf_params=tuple(S["seg_crf_params"]),
-                                num_workers=ctx.num_workers)
+                                num_workers=ctx.num_workers, crf_workers=ctx.num_workers)
     secs = timed(lambda: (predict_ids(net, ctx.ids, voc.image_path, out, settings, ctx.device,
                                       N_CLASSES + 1, voc.gt_dir()), score(ctx, out)), ctx.device)
     return {"seconds_per_unit": secs / len(ctx.ids), "artifact_bytes": mean_bytes(out, ".png")}

@@ -35,11 +35,13 @@ SegNet = torch.nn.Module
 @dataclass(frozen=True)
 class SegInferSettings:
     """How predictions are made: extra input scales, a mirrored view, the dense CRF
-    (ITER, POS_W, POS_XY, BI_W, BI_XY, BI_RGB, or None for no CRF) and CPU workers."""
+    (ITER, POS_W, POS_XY, BI_W, BI_XY, BI_RGB, or None for no CRF), the image loader's worker
+    processes and the CRF's process pool (<= 1: in this process)."""
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     crf_params: tuple[float, ...] | None = None
     num_workers: int = 1
+    crf_workers: int = 1
 
 
 class _Images(Dataset):
@@ -88,13 +90,14 @@ def predict_folder(model: SegNet, ids: list[str], image_path: Callable[[str], Pa
                    out_dir: Path, settings: SegInferSettings, device: torch.device,
                    n_classes: int, gt_dir: Path | None = None) -> np.ndarray | None:
     """Write out_dir/<id>.png for this rank's share of `ids`; CRF on a process pool when
-    settings.num_workers > 1. Returns this rank's no-CRF confusion against gt_dir (None
+    settings.crf_workers > 1. Returns this rank's no-CRF confusion against gt_dir (None
     without GT)."""
     mine = dist.shard(ids)
     params = tuple(settings.crf_params) if settings.crf_params is not None else None
     conf = np.zeros((n_classes, n_classes), np.int64) if gt_dir is not None else None
-    workers = int(settings.num_workers)
-    loader = DataLoader(_Images(mine, image_path), batch_size=None, num_workers=workers)
+    loader = DataLoader(_Images(mine, image_path), batch_size=None,
+                        num_workers=int(settings.num_workers))
+    workers = int(settings.crf_workers)
     pool = cpu_pool(workers) if params is not None and workers > 1 and len(mine) > 1 else None
     pending: deque = deque()
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator
@@ -66,10 +67,12 @@ def device(args: argparse.Namespace) -> torch.device:
 
 
 def fast_forward(args: argparse.Namespace, model: torch.nn.Module,
-                 fn: Callable | None = None) -> Callable:
-    """`fn` (default: the model itself) under --amp and --channels_last, float32 outputs."""
-    prepare_model(model, args.channels_last)
-    return low_precision(fn or model, device(args), args.amp, args.channels_last)
+                 fn: Callable | None = None, channels_last: bool | None = None) -> Callable:
+    """`fn` (default: the model itself) under --amp and --channels_last (or `channels_last`
+    when given), float32 outputs."""
+    layout = args.channels_last if channels_last is None else channels_last
+    prepare_model(model, layout)
+    return low_precision(fn or model, device(args), args.amp, layout)
 
 
 def network(module_name: str, flag: str) -> type:
@@ -102,6 +105,13 @@ def irn_inference(args: argparse.Namespace, out_dir: Path, suffix: str
     return fast_forward(args, model), samples, device(args)
 
 
+def cpu_workers(args: argparse.Namespace) -> int:
+    """--cpu_workers, else this process's share of the cores."""
+    if args.cpu_workers is not None:
+        return args.cpu_workers
+    return max(1, (os.cpu_count() or 1) // dist.world()[1])
+
+
 def train_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of misc.train.train shared by train_cam, train_amn and train_irn:
     loader workers, seed, --amp / --channels_last, and the resumable state (every
@@ -122,7 +132,7 @@ def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background
     data = dataset(args)
     scores = evaluate_seeds(eval_ids(args), map_dir, data.gt_dir(), data.class_names,
                             args.cam_eval_thres, args.sweep_thres, drop_background_channel,
-                            args.num_workers)
+                            cpu_workers(args))
     record = {"step": step, "split": args.chainer_eval_set, **scores}
     append_metrics(args.metrics_file, record)
     log(f"{step}: mIoU {100 * record['miou']:.2f} at threshold {args.cam_eval_thres}; "
@@ -139,7 +149,7 @@ def run_ir_label_step(args: argparse.Namespace, map_dir: str | Path, out_dir: st
     labels' score on the evaluation split."""
     ids = dist.shard(id_list(args.train_list))
     stats = make_ir_labels(ids, map_dir, dataset(args).image_path, out_dir, fg_thres, bg_thres,
-                           drop_background_channel, num_workers=args.num_workers,
+                           drop_background_channel, num_workers=cpu_workers(args),
                            overwrite=args.overwrite)
     log(f"{step}: {stats['written']} labels written, {stats['skipped']} already done, "
         f"{stats['seconds']:.0f} s (fg {fg_thres}, bg {bg_thres}) -> {out_dir}")

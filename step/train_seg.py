@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> dict:
                    seed=args.seed, desc="train_seg", max_steps=args.seg_num_iters,
                    checkpoint_every=args.seg_checkpoint_every,
                    resume=args.seg_resume and not args.overwrite, amp=args.amp,
-                   channels_last=args.channels_last)
+                   channels_last=args.seg_channels_last)
     record = {"step": "train_seg", "labels": str(folder), "iterations": len(result.losses),
               "seconds": round(result.seconds, 1),
               "final_train_loss": result.final_loss}

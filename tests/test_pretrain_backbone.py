@@ -53,3 +53,15 @@ def test_ensure_builds_loads_and_does_not_rebuild(tmp_path: Path,
     assert pb.ensure_pretrained_backbone(path, steps=2, log=logs.append) == path
     assert path.stat().st_mtime_ns == stamp
     assert sorted(p.name for p in path.parent.iterdir()) == ["backbone.json", "backbone.pth"]
+
+
+def test_a_cache_of_another_step_count_is_pretrained_again(tmp_path: Path) -> None:
+    """A backbone cached by a version with another step count is rebuilt, saying why (the
+    downstream output records then see a new backbone file)."""
+    path = tmp_path / "backbone.pth"
+    pb.ensure_pretrained_backbone(path, steps=2, log=lambda _: None, batch_size=4)
+    logs: list[str] = []
+    pb.ensure_pretrained_backbone(path, steps=3, log=logs.append, batch_size=4)
+    assert any("pretrained with {'steps': 2, 'image_size': 48}, this version uses {'steps': 3"
+               in line for line in logs)
+    assert json.loads(path.with_suffix(".json").read_text())["steps"] == 3
