@@ -56,8 +56,8 @@ def test_size_batches_keep_orientation_and_similar_sizes_together():
     sizes = [(4, 5), (6, 3), (4, 5), (3, 3), (5, 4), (4, 6)]
     batches = size_batches(sizes, batch_size=2)
     assert sorted(i for b in batches for i in b) == list(range(6))
-    assert [[sizes[i] for i in b] for b in batches] == [[(4, 5), (4, 5)], [(4, 6), (3, 3)],
-                                                       [(5, 4), (6, 3)]]
+    assert [[sizes[i] for i in b] for b in batches] == [[(4, 5), (4, 5)], [(4, 6)],
+                                                       [(3, 3), (5, 4)], [(6, 3)]]
 
 
 def _per_image(forward, imgs, labels, reduce):
