@@ -28,6 +28,12 @@ def _make_one(job: Job) -> str:
     return out_path
 
 
+# a spawned worker costs ~1 s to start, a toy image's CRF ~0.04 s: below this many images one
+# process is faster (the tests' tiny roots), above it the pool pays (toy, 240 images, 2 cores:
+# 11 s in one process, 8 s in two)
+MIN_JOBS_FOR_POOL = 32
+
+
 def make_ir_labels(ids: Sequence[str], map_dir: str | Path,
                    image_path: Callable[[str], Path], out_dir: str | Path, fg_thres: float, bg_thres: float,
                    drop_background_channel: bool, num_workers: int = 1,
@@ -36,7 +42,8 @@ def make_ir_labels(ids: Sequence[str], map_dir: str | Path,
 
     Reads `map_dir/<id>.npz` (high_res; channel 0 dropped for AMN maps when
     `drop_background_channel`) and the image `image_path(id)`. Existing outputs are skipped unless
-    `overwrite`. num_workers <= 1 runs in this process, otherwise a spawn-context Pool.
+    `overwrite`. num_workers <= 1 (or fewer than MIN_JOBS_FOR_POOL images) runs in this process,
+    otherwise a spawn-context Pool.
     Returns {'written': int, 'skipped': int, 'seconds': float}.
     """
     start = time.perf_counter()
@@ -52,7 +59,7 @@ def make_ir_labels(ids: Sequence[str], map_dir: str | Path,
     skipped = len(ids) - len(jobs)
     bar = tqdm(total=len(jobs), desc=f"ir labels -> {out_dir.name}", unit="img", disable=None)
     try:
-        if num_workers <= 1 or len(jobs) <= 1:
+        if num_workers <= 1 or len(jobs) < MIN_JOBS_FOR_POOL:
             for job in jobs:
                 _make_one(job)
                 bar.update(1)

@@ -57,8 +57,9 @@ def _strides(size: Sequence[int], canvas: tuple[int, int]) -> tuple[int, int]:
     return canvas[0] // size[0], canvas[1] // size[1]
 
 
-SPATIAL_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-                 nn.LPPool2d, nn.Upsample)
+# windowed layers; global (adaptive) pooling over a padded canvas differs from the image's own
+# even with masks (the map-making networks have none before their outputs)
+SPATIAL_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d, nn.Upsample)
 
 
 def mixes_neighbours(module: nn.Module) -> bool:

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import misc.crf
+import misc.ir_label
 from misc.artifacts import load_png, save_maps
 from misc.crf import compose_ir_label, crf_inference_label, ir_label_from_scores
 from misc.ir_label import make_ir_labels
@@ -91,7 +92,8 @@ def _fake_dataset(root):
     return ids
 
 
-def test_make_ir_labels_workers_and_skip(tmp_path):
+def test_make_ir_labels_workers_and_skip(tmp_path, monkeypatch):
+    monkeypatch.setattr(misc.ir_label, "MIN_JOBS_FOR_POOL", 1)  # a pool even for 2 images
     ids = _fake_dataset(tmp_path)
     args = dict(image_path=lambda i: tmp_path / "img" / f"{i}.jpg", fg_thres=0.3, bg_thres=0.05)
     r1 = make_ir_labels(ids, tmp_path / "cam", out_dir=tmp_path / "o1",
