@@ -326,26 +326,40 @@ def image_ids(cfg: ToyConfig) -> dict[str, list[str]]:
     return {"train_aug": train_aug, "train": sorted(train_aug[i] for i in pick), "val": val}
 
 
-def write_dataset(out: Path, cfg: ToyConfig) -> None:
-    """Write every file of the dataset into the (empty) folder `out`, the marker last."""
+# render(i) -> (uint8 RGB (H, W, 3), class map (H, W), object map (H, W)) of the i-th image
+Render = Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def write_voc_layout(out: Path, names: list[str], lists: dict[str, list[str]], render: Render,
+                     marker: str) -> None:
+    """Write a synthetic dataset in VOC layout into the (empty) folder `out`, the marker last:
+    JPEGs, palette PNGs of the class and object maps, the lists, cls_labels.csv and
+    class_names.txt. Image i of train_aug + val is `render(i)`. Shared by both generators."""
     for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject",
                 "ImageSets/Segmentation"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    palette, names, lists = voc_palette(), class_names(cfg.n_classes), image_ids(cfg)
+    palette = voc_palette()
     rows = [",".join(["image_id", *names])]
     for i, iid in enumerate(lists["train_aug"] + lists["val"]):
-        rgb, label, objects = render_image_with_objects(np.random.default_rng([cfg.seed, i]), cfg)
+        rgb, label, objects = render(i)
         Image.fromarray(rgb).save(out / "JPEGImages" / f"{iid}.jpg", quality=JPEG_QUALITY)
         for folder, arr in (("SegmentationClass", label), ("SegmentationObject", objects)):
             png = Image.fromarray(arr, "P")
             png.putpalette(palette)
             png.save(out / folder / f"{iid}.png")
-        rows.append(",".join([iid, *map(str, present_classes(label, cfg.n_classes))]))
+        rows.append(",".join([iid, *map(str, present_classes(label, len(names)))]))
     for name, ids in lists.items():
         (out / "ImageSets/Segmentation" / f"{name}.txt").write_text("\n".join(ids) + "\n")
     (out / "cls_labels.csv").write_text("\n".join(rows) + "\n")
     (out / "class_names.txt").write_text("\n".join(names) + "\n")
-    (out / MARKER).write_text(marker_text(cfg))
+    (out / MARKER).write_text(marker)
+
+
+def write_dataset(out: Path, cfg: ToyConfig) -> None:
+    """Write every file of the dataset into the (empty) folder `out`, the marker last."""
+    write_voc_layout(out, class_names(cfg.n_classes), image_ids(cfg),
+                     lambda i: render_image_with_objects(np.random.default_rng([cfg.seed, i]), cfg),
+                     marker_text(cfg))
 
 
 def marker_text(cfg: ToyConfig) -> str:

@@ -50,7 +50,6 @@ from scipy import ndimage
 
 from data.toy_dataset import (
     BODY_TEXTURES,
-    JPEG_QUALITY,
     add_void_band,
     blob_points,
     build_swapped_in,
@@ -59,12 +58,11 @@ from data.toy_dataset import (
     hsv,
     object_map,
     polygon_mask,
-    present_classes,
     render_background,
     smooth_noise,
     texture,
+    write_voc_layout,
 )
-from misc.imutils import voc_palette
 
 GENERATOR = "toy_parts"
 GENERATOR_VERSION = 1
@@ -345,30 +343,11 @@ def image_ids(cfg: PartsConfig) -> dict[str, list[str]]:
     return {"train_aug": train_aug, "train": sorted(train_aug[i] for i in pick), "val": val}
 
 
-def _save_png(arr: np.ndarray, path: Path, palette: list[int]) -> None:
-    png = Image.fromarray(arr, "P")
-    png.putpalette(palette)
-    png.save(path)
-
-
 def write_dataset(out: Path, cfg: PartsConfig) -> None:
     """Write every file into the (empty) folder `out`, the marker last."""
-    for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject",
-                "ImageSets/Segmentation"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    palette, names, lists = voc_palette(), class_names(cfg.n_classes), image_ids(cfg)
-    rows = [",".join(["image_id", *names])]
-    for i, iid in enumerate(lists["train_aug"] + lists["val"]):
-        rgb, label, objects, _ = render_scene(np.random.default_rng([cfg.seed, i]), cfg)
-        Image.fromarray(rgb).save(out / "JPEGImages" / f"{iid}.jpg", quality=JPEG_QUALITY)
-        _save_png(label, out / "SegmentationClass" / f"{iid}.png", palette)
-        _save_png(objects, out / "SegmentationObject" / f"{iid}.png", palette)
-        rows.append(",".join([iid, *map(str, present_classes(label, cfg.n_classes))]))
-    for name, ids in lists.items():
-        (out / "ImageSets/Segmentation" / f"{name}.txt").write_text("\n".join(ids) + "\n")
-    (out / "cls_labels.csv").write_text("\n".join(rows) + "\n")
-    (out / "class_names.txt").write_text("\n".join(names) + "\n")
-    (out / MARKER).write_text(marker_text(cfg))
+    write_voc_layout(out, class_names(cfg.n_classes), image_ids(cfg),
+                     lambda i: render_scene(np.random.default_rng([cfg.seed, i]), cfg)[:3],
+                     marker_text(cfg))
 
 
 def marker_text(cfg: PartsConfig) -> str:
