@@ -19,11 +19,15 @@ from pathlib import Path
 
 from data.pretrain_backbone import DEFAULT_BACKBONE_PATH, DEFAULT_STEPS
 from data.toy_dataset import ToyConfig
+from data.toy_parts import PartsConfig
 
 REPO = Path(__file__).resolve().parent
 # the no-argument run: toy dataset, its generator settings, the cached synthetic backbone
 TOY_ROOT, TOY_CONFIG = REPO / "data" / "toy", ToyConfig()
 TOY_COCO_ROOT = REPO / "data" / "toy_coco"  # the same images in COCO layout (--dataset coco14)
+# --toy_dataset parts: the second generator (classes defined by a part's shape, data/toy_parts.py)
+PARTS_ROOT, PARTS_CONFIG = REPO / "data" / "toy_parts_voc", PartsConfig()
+PARTS_COCO_ROOT = REPO / "data" / "toy_parts_coco"
 TOY_BACKBONE, TOY_PRETRAIN_STEPS = DEFAULT_BACKBONE_PATH, DEFAULT_STEPS
 
 # pass flag name -> step module, in pipeline order
@@ -34,14 +38,18 @@ STEPS = {"train_cam": "train_cam", "make_cam": "make_cam", "eval_cam": "eval_cam
          "make_ins_seg": "make_ins_seg_labels", "eval_ins_seg": "eval_ins_seg",
          "make_sem_seg": "make_sem_seg_labels", "eval_sem_seg": "eval_sem_seg",
          "make_cocoann": "make_cocoann",
-         "train_seg": "train_seg", "eval_seg": "eval_seg"}
+         "train_seg": "train_seg", "eval_seg": "eval_seg",
+         "train_seg_gt": "train_seg_gt", "eval_seg_gt": "eval_seg_gt"}
+# passes a whole-chain run (no *_pass flag) leaves off; given True, they join it: DeepLab on the
+# ground truth, the upper bound of the pseudo-masks (one more DeepLab training)
+OPTIONAL_STEPS = ("train_seg_gt", "eval_seg_gt")
 
 # Size flags whose default depends on --profile (voc12 values are the reference's); the help
 # texts of these flags are generated from this table.
 PROFILES = {
     "voc12": dict(cam_crop_size=512, cam_resize_long=(320, 640), cam_batch_size=16,
                 cam_scales=(1.0, 0.5, 1.5, 2.0),
-                cam_num_epoches=5, infer_batch_size=8, amn_crop_size=512, amn_batch_size=16,
+                cam_num_epoches=5, cam_frozen_stages=2, infer_batch_size=8, amn_crop_size=512, amn_batch_size=16,
                 amn_num_epoches=5, irn_crop_size=512, irn_batch_size=32, irn_num_epoches=3,
                 seg_backbone="resnet101", seg_crop_size=321, seg_batch_size=10,
                 seg_num_iters=30000, checkpoint_every=200, poly_momentum=-1, cam_learning_rate=0.1,
@@ -55,7 +63,7 @@ PROFILES = {
                 # 2.0 is 53% of the work (README, "Toy profile": CAM seed 40.9 with these two
                 # scales, 40.6 with the reference's four, AMN 49.3 / 49.2, in 45% of the time)
                 cam_scales=(1.0, 1.5),
-                cam_num_epoches=6, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
+                cam_num_epoches=6, cam_frozen_stages=0, infer_batch_size=8, amn_crop_size=128, amn_batch_size=16,
                 amn_num_epoches=4, irn_crop_size=128, irn_batch_size=16, irn_num_epoches=5,
                 # DeepLab ResNet-50: ~0.45 s per iteration on 2 idle CPU cores (bf16, NCHW)
                 seg_backbone="resnet50", seg_crop_size=64, seg_batch_size=4,
@@ -139,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
       help="the size defaults (crops, batches, epochs, rates, walk length, DeepLab): voc12 = "
            "the reference's; toy = the embedded toy dataset's, also for a small VOC-layout root "
            "of your own; default: toy without --voc12_root, else the --dataset's")
+    a("--toy_dataset", default="toy", choices=("toy", "parts"),
+      help="the embedded synthetic dataset used when no dataset root is given (built on first "
+           "use): toy = classes by colour and texture (data/toy_dataset.py), parts = classes by "
+           "the shape of a small part on class-agnostic bodies, with look-alike distractors "
+           "(data/toy_parts.py); parts outputs default to result/parts/ and sess/parts/")
     a("--voc12_root", default=None, type=str,
       help="VOC2012 folder (JPEGImages, SegmentationClass, ImageSets); default: the toy dataset")
     a("--coco14_root", default=None, type=str,
@@ -160,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
            "merges and the random walk stay float32")
     a("--channels_last", default=None, type=str2bool,
       help="channels_last memory layout for the networks and their inputs")
+    a("--deterministic", default=False, type=str2bool,
+      help="deterministic kernels only (torch.use_deterministic_algorithms, cuDNN deterministic, "
+           "no cuDNN benchmark): for GPUs, where some kernels are not; a CPU run is bit-identical "
+           "at the same thread count without it (docs/toy.md, \"Determinism\")")
     a("--seed", default=0, type=int)
     a("--overwrite", default=False, type=str2bool, help="redo outputs that already exist")
     a("--checkpoint_every", default=None, type=int,
@@ -182,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cam_batch_size", default=None, type=int)
     a("--cam_num_epoches", default=None, type=int)
     a("--cam_learning_rate", default=None, type=float)
+    a("--cam_frozen_stages", default=None, type=int, choices=(0, 1, 2, 3),
+      help=profile_help("cam_frozen_stages", "backbone stages the CAM classifier keeps fixed "
+                        "(conv1 and bn1 always are); the reference: 2"))
     a("--cam_weight_decay", default=1e-4, type=float)
     a("--poly_momentum", default=None, type=float,
       help="SGD momentum of the poly optimiser (train_cam, train_irn); -1 = the reference quirk "
@@ -303,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="make_cocoann writes <dir>/instances_<infer list name>_pseudo.json")
     a("--seg_weights_name", default="sess/deeplabv2.pth", type=str)
     a("--seg_pred_out_dir", default="result/seg_pred", type=str)
+    a("--seg_gt_weights_name", default="sess/deeplabv2_gt.pth", type=str,
+      help="train_seg_gt: DeepLab trained on the ground truth of --seg_train_list")
+    a("--seg_gt_pred_out_dir", default="result/seg_pred_gt", type=str,
+      help="eval_seg_gt: that DeepLab's predictions")
     a("--seg_test_out_dir", default="results/VOC2012/Segmentation/comp6_test_cls", type=str)
     a("--metrics_file", default="result/metrics.jsonl", type=str)
     # Step
@@ -315,15 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def prepare_toy(args: argparse.Namespace) -> None:
-    """Point the flags at the toy dataset and its synthetic backbone, building both on first use
-    (cached under data/: later runs start at once)."""
+    """Point the flags at the --toy_dataset and the synthetic backbone, building both on first
+    use (cached under data/: later runs start at once)."""
     from data.pretrain_backbone import ensure_pretrained_backbone
-    from data.toy_dataset import ensure_toy_dataset
-    voc_root = ensure_toy_dataset(TOY_ROOT, TOY_CONFIG)
+    if args.toy_dataset == "parts":
+        from data.toy_parts import ensure_parts_dataset
+        voc_root, coco_root = ensure_parts_dataset(PARTS_ROOT, PARTS_CONFIG), PARTS_COCO_ROOT
+    else:
+        from data.toy_dataset import ensure_toy_dataset
+        voc_root, coco_root = ensure_toy_dataset(TOY_ROOT, TOY_CONFIG), TOY_COCO_ROOT
     if args.dataset == "coco14":
         from coco14.prepare import prepare
         from data.toy_coco import build_toy_coco
-        args.coco14_root = str(build_toy_coco(voc_root, TOY_COCO_ROOT))
+        args.coco14_root = str(build_toy_coco(voc_root, coco_root))
         prepare(args.coco14_root)  # resumable: a prepared root is left as it is
     else:
         args.voc12_root = str(voc_root)
@@ -335,9 +363,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Fill dataset- and profile-dependent defaults; build the toy dataset and backbone when no
     root is given; check the dataset root before anything is written."""
     toy = getattr(args, ROOT_FLAGS[args.dataset]) is None
+    separate_outputs(args)  # before prepare_toy sets the root: it reads whether one was given
     if toy:
         prepare_toy(args)
-    separate_outputs(args)
     from step.common import dataset
     from voc12.dataloader import default_cls_labels
     if args.dataset == "voc12" and args.cls_labels is None:
@@ -364,23 +392,34 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
             for step in ("cam", "amn"):
                 setattr(args, f"{step}_conf_{kind}_thres", getattr(args, f"conf_{kind}_thres"))
     passes = {name: getattr(args, f"{name}_pass") for name in STEPS}
-    run_all = all(v is None for v in passes.values())
+    run_all = all(v is None for name, v in passes.items() if name not in OPTIONAL_STEPS)
     for name in STEPS:
-        setattr(args, f"{name}_pass", run_all or bool(passes[name]))
+        setattr(args, f"{name}_pass", bool(passes[name]) or (run_all and name not in OPTIONAL_STEPS))
     args.resume_chain = run_all and not args.overwrite
     return args
 
 
+def output_subfolder(args: argparse.Namespace) -> str | None:
+    """The folder between result/ (sess/) and the outputs: the dataset unless voc12, then
+    `parts` for the embedded parts dataset (result/coco14/parts/...); None for VOC and the toy."""
+    folders = [args.dataset] if args.dataset != "voc12" else []
+    if args.toy_dataset == "parts" and getattr(args, ROOT_FLAGS[args.dataset]) is None:
+        folders.append("parts")
+    return "/".join(folders) or None
+
+
 def separate_outputs(args: argparse.Namespace) -> None:
-    """Outputs of a dataset other than voc12 go to result/<dataset>/ and sess/<dataset>/ unless
-    their flags are given: VOC and COCO outputs never share a folder."""
-    if args.dataset == "voc12":
+    """Outputs of a dataset other than voc12, or of the embedded parts dataset, go to
+    result/<subfolder>/ and sess/<subfolder>/ unless their flags are given: VOC, COCO, the toy and
+    parts outputs never share a folder."""
+    folder = output_subfolder(args)
+    if folder is None:
         return
     defaults = build_parser().parse_args([])
     for key, value in vars(args).items():
         if (is_output_flag(key) and value == getattr(defaults, key)
                 and value.split("/")[0] in ("result", "sess")):
-            setattr(args, key, insert_folder(value, args.dataset, "result"))
+            setattr(args, key, insert_folder(value, folder, "result"))
 
 
 def is_output_flag(key: str) -> bool:
@@ -402,7 +441,8 @@ def insert_folder(path: str, folder: str, base: str) -> str:
 
 # training passes and the checkpoint each writes: a whole-chain rerun skips finished ones
 TRAINED = {"train_cam": "cam_weights_name", "train_amn": "amn_weights_name",
-           "train_irn": "irn_weights_name", "train_seg": "seg_weights_name"}
+           "train_irn": "irn_weights_name", "train_seg": "seg_weights_name",
+           "train_seg_gt": "seg_gt_weights_name"}
 
 
 def already_trained(args: argparse.Namespace, name: str) -> bool:

@@ -1,5 +1,6 @@
 """Repeats of one run over several seeds (repeat.py): which seeds are finished, and the
-aggregation of their metrics.jsonl files into one table and one threshold-band plot.
+aggregation of their metrics.jsonl files into tables (the main numbers, the paper's claims as
+paired effects with their spread, every number) and one threshold-band plot.
 
 The aggregation is a pure function of the metrics files: every number of the latest record of
 each step (misc.report.latest_records), nested dicts flattened with dots
@@ -18,6 +19,33 @@ from misc.report import _plt, _save_figure, latest_records, plateau, random_walk
 
 MARKER = "repeat.json"  # in a seed's --metrics_file folder, once its run returned
 METHODS = {"eval_cam": "CAM", "eval_amn_cam": "AMN"}
+
+# the report's main numbers: (label, metric, scale to the unit shown)
+HEADLINE = (("classifier val mAP (%)", "train_cam.mAP", 1),
+            ("CAM seed mIoU, best threshold", "eval_cam.best_miou", 100),
+            ("CAM best threshold", "eval_cam.best_threshold", 1),
+            ("CAM plateau width", "eval_cam.plateau_width", 1),
+            ("AMN seed mIoU, best threshold", "eval_amn_cam.best_miou", 100),
+            ("AMN best threshold", "eval_amn_cam.best_threshold", 1),
+            ("AMN plateau width", "eval_amn_cam.plateau_width", 1),
+            ("CAM IR labels mIoU", "cam_to_ir_label.miou", 100),
+            ("AMN IR labels mIoU", "amn_cam_to_ir_label.miou", 100),
+            ("instance mAP@0.5", "eval_ins_seg.map", 100),
+            ("pseudo-mask mIoU", "eval_sem_seg.miou", 100),
+            ("random walk gain (points)", "eval_sem_seg.random_walk_gain", 100),
+            ("DeepLab mIoU", "eval_seg.miou", 100),
+            ("DeepLab on the ground truth mIoU", "eval_seg_gt.miou", 100))
+
+# the paper's claims as paired differences per seed: (claim, metric a, metric b, scale):
+# the effect is a - b; it holds beyond noise when its mean exceeds 2 sample stds over seeds
+CLAIMS = (("AMN seed > CAM seed, each at its best threshold (points)",
+           "eval_amn_cam.best_miou", "eval_cam.best_miou", 100),
+          ("AMN's plateau wider than CAM's (threshold units)",
+           "eval_amn_cam.plateau_width", "eval_cam.plateau_width", 1),
+          ("pseudo-mask > AMN seed at its best threshold (points)",
+           "eval_sem_seg.miou", "eval_amn_cam.best_miou", 100),
+          ("DeepLab on the ground truth > DeepLab on pseudo-masks (points)",
+           "eval_seg_gt.miou", "eval_seg.miou", 100))
 
 
 def is_finished(metrics_folder: str | Path, argv: list[str]) -> bool:
@@ -74,14 +102,55 @@ def aggregate(metrics_files: dict[int, str | Path]) -> dict[str, dict]:
     (seed -> file), metrics in order of first appearance."""
     per_seed = {seed: seed_numbers(path) for seed, path in metrics_files.items()}
     names = list(dict.fromkeys(k for numbers in per_seed.values() for k in numbers))
-    table = {}
-    for name in names:
-        values = {seed: nums[name] for seed, nums in per_seed.items() if name in nums}
-        v = list(values.values())
-        table[name] = {"n": len(v), "mean": statistics.fmean(v),
-                       "std": statistics.stdev(v) if len(v) > 1 else None,
-                       "min": min(v), "max": max(v), "values": values}
-    return table
+    return {name: stats({seed: nums[name] for seed, nums in per_seed.items() if name in nums})
+            for name in names}
+
+
+def stats(values: dict[int, float]) -> dict:
+    """{n, mean, std (sample, None for n = 1), min, max, values} of seed -> value."""
+    v = list(values.values())
+    return {"n": len(v), "mean": statistics.fmean(v),
+            "std": statistics.stdev(v) if len(v) > 1 else None,
+            "min": min(v), "max": max(v), "values": values}
+
+
+def claims(metrics_files: dict[int, str | Path]) -> list[dict]:
+    """Each claim of CLAIMS with its per-seed effects (scaled), their stats and `holds`: mean >
+    2 std (None with fewer than 2 seeds or no seed having both metrics)."""
+    per_seed = {seed: seed_numbers(path) for seed, path in metrics_files.items()}
+    out = []
+    for claim, a, b, scale in CLAIMS:
+        effects = {seed: scale * (n[a] - n[b]) for seed, n in per_seed.items()
+                   if a in n and b in n}
+        row = {"claim": claim, "a": a, "b": b, **(stats(effects) if effects else {"n": 0})}
+        row["holds"] = (row["mean"] > 2 * row["std"]) if row.get("std") is not None else None
+        out.append(row)
+    return out
+
+
+def claims_markdown(rows: list[dict]) -> str:
+    lines = ["| claim | seeds | effect mean ± std | min–max | holds beyond 2 std |",
+             "| --- | ---: | --- | --- | --- |"]
+    for r in rows:
+        if not r["n"]:
+            lines.append(f"| {r['claim']} | 0 | - | - | - |")
+            continue
+        verdict = {True: "yes", False: "no", None: "-"}[r["holds"]]
+        lines.append(f"| {r['claim']} | {r['n']} | {r['mean']:+.2f} ± {_num(r['std'])} | "
+                     f"{r['min']:+.2f} to {r['max']:+.2f} | {verdict} |")
+    return "\n".join(lines)
+
+
+def headline_markdown(table: dict[str, dict]) -> str:
+    """The report's main numbers over seeds, in points where they are mIoU."""
+    lines = ["| | seeds | mean ± std | min–max |", "| --- | ---: | --- | --- |"]
+    for label, metric, scale in HEADLINE:
+        if metric in table:
+            s = table[metric]
+            std = "-" if s["std"] is None else f"{scale * s['std']:.2f}"
+            lines.append(f"| {label} | {s['n']} | {scale * s['mean']:.2f} ± {std} | "
+                         f"{scale * s['min']:.2f}–{scale * s['max']:.2f} |")
+    return "\n".join(lines)
 
 
 def _num(x: float | None) -> str:
@@ -138,13 +207,17 @@ def write_summary(metrics_files: dict[int, str | Path], out_dir: str | Path) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     table = aggregate(metrics_files)
     seeds = list(metrics_files)
-    text = summary_markdown(table, seeds)
+    claim_rows = claims(metrics_files)
+    text = "\n\n".join([headline_markdown(table), "Claims (effect per seed = a - b):",
+                         claims_markdown(claim_rows), "Every number:",
+                         summary_markdown(table, seeds)])
     png = plot_bands(table, out_dir / "threshold_band.png")
     md = text + (f"\n\n![mIoU vs threshold over seeds]({png.name})\n" if png else "\n")
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(md)
     info = {"seeds": seeds, "metrics_files": {s: str(p) for s, p in metrics_files.items()},
-            "std": "sample (n - 1)", "band": "min-max", "metrics": table}
+            "std": "sample (n - 1)", "band": "min-max", "claims": claim_rows,
+            "metrics": table}
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(info, indent=1))
     return text

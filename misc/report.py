@@ -172,8 +172,8 @@ def random_walk_gain(records: dict[str, dict]) -> float | None:
 
 
 def gains_lines(records: dict[str, dict], within: float = 0.03) -> list[str]:
-    """Markdown bullets: the random walk's gain and the CAM / AMN threshold plateaus (those
-    whose records exist; [] when none)."""
+    """Markdown bullets: the random walk's gain, DeepLab against its ground-truth upper bound
+    and the CAM / AMN threshold plateaus (those whose records exist; [] when none)."""
     lines = []
     gain = random_walk_gain(records)
     if gain is not None:
@@ -181,6 +181,11 @@ def gains_lines(records: dict[str, dict], within: float = 0.03) -> list[str]:
         lines.append(f"- random walk gain: {100 * gain:+.1f} points (pseudo-mask mIoU "
                      f"{100 * sem['miou']:.1f} on {sem.get('split', '?')} minus AMN seed best "
                      f"{100 * amn['best_miou']:.1f} on {amn.get('split', '?')})")
+    if "eval_seg" in records and "eval_seg_gt" in records:
+        ours, bound = records["eval_seg"]["miou"], records["eval_seg_gt"]["miou"]
+        lines.append(f"- DeepLab on pseudo-masks vs on the ground truth of the same images: "
+                     f"{100 * ours:.1f} vs {100 * bound:.1f} ({100 * (ours - bound):+.1f} points, "
+                     f"{100 * ours / max(bound, 1e-9):.0f}% of the upper bound)")
     for step, name in (("eval_cam", "CAM"), ("eval_amn_cam", "AMN")):
         span = plateau(records.get(step, {}).get("sweep", {}), within)
         if span is not None:
@@ -207,6 +212,11 @@ def _loss(r: dict) -> str:
     return f"final train loss {r['final_train_loss']:.3f}"
 
 
+def _deeplab(name: str, r: dict) -> str:
+    return (f"{name} mIoU {100 * r['miou']:.1f} ({r['split']}" + (", CRF" if r.get("crf") else "")
+            + (f"; {100 * r['miou_no_crf']:.1f} without" if "miou_no_crf" in r else "") + ")")
+
+
 # step -> its result, in words, from its latest metrics record
 RESULTS = {
     "train_cam": lambda r: f"classifier val mAP {r['mAP']:.1f}" if "mAP" in r else _loss(r),
@@ -222,10 +232,9 @@ RESULTS = {
     "make_cocoann": lambda r: (f"{r['annotations']} segments of {r['images']} images -> "
                                f"{Path(r['file']).name}"),
     "train_seg": _loss,
-    "eval_seg": lambda r: (f"DeepLab mIoU {100 * r['miou']:.1f} ({r['split']}"
-                           + (", CRF" if r.get("crf") else "")
-                           + (f"; {100 * r['miou_no_crf']:.1f} without" if "miou_no_crf" in r else "")
-                           + ")"),
+    "eval_seg": lambda r: _deeplab("DeepLab", r),
+    "train_seg_gt": _loss,
+    "eval_seg_gt": lambda r: _deeplab("DeepLab on the ground truth (upper bound)", r),
 }
 
 

@@ -29,11 +29,16 @@ class Net(nn.Module):
         self.stage1, self.stage2, self.stage3, self.stage4 = stages
         self.classifier = nn.Conv2d(2048, n_classes, 1, bias=False)
         self.n_classes = n_classes
+        self.frozen_stages = 2  # the reference trains stages 3-4 only (see freeze_stages)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised -> (B, 2048, ceil(H/16), ceil(W/16)); stage 2 detached."""
-        x = self.stage2(self.stage1(x)).detach()
-        return self.stage4(self.stage3(x))
+        """(B, 3, H, W) normalised -> (B, 2048, ceil(H/16), ceil(W/16)); the output of stage
+        `frozen_stages` detached (no backward through the frozen stages)."""
+        for i, stage in enumerate((self.stage1, self.stage2, self.stage3, self.stage4), 1):
+            x = stage(x)
+            if i == self.frozen_stages:
+                x = x.detach()
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Classification logits (B, C)."""
@@ -42,6 +47,14 @@ class Net(nn.Module):
     def cam(self, x: torch.Tensor) -> torch.Tensor:
         """Class activation maps ReLU(W f) (B, C, ceil(H/16), ceil(W/16)), >= 0."""
         return F.relu(F.conv2d(self.features(x), self.classifier.weight))
+
+    def freeze_stages(self, n: int) -> None:
+        """Keep stages 1..n fixed in training (--cam_frozen_stages; conv1 and bn1 always are):
+        no gradient, and no backward pass through them."""
+        self.frozen_stages = n
+        for stage in (self.stage1, self.stage2, self.stage3, self.stage4)[:n]:
+            for p in stage.parameters():
+                p.requires_grad_(False)
 
     def param_groups(self) -> tuple[list, list]:
         """(backbone params, head params) for the 1x / 10x learning rates."""

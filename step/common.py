@@ -62,7 +62,12 @@ def eval_ids(args: argparse.Namespace) -> list[str]:
 
 
 def device(args: argparse.Namespace) -> torch.device:
-    """The process group (under torchrun) and this process's device (--device)."""
+    """The process group (under torchrun) and this process's device (--device); with
+    --deterministic, torch limited to deterministic kernels (docs/toy.md, "Determinism")."""
+    if getattr(args, "deterministic", False):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     return dist.init_distributed(getattr(args, "device", "auto"))
 
 
@@ -251,3 +256,12 @@ def trained_from_other_inputs(args: argparse.Namespace, name: str) -> str | None
     does or has no record)."""
     checkpoint = path_of(args, STEP_IO[name].writes[0][0])
     return mismatch(checkpoint, expected_record(args, name))
+
+
+def on_ground_truth(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags of the DeepLab upper bound (train_seg_gt, eval_seg_gt): the same recipe and
+    images, trained on the ground truth of --seg_train_list, into its own checkpoint and
+    prediction folder."""
+    return argparse.Namespace(**{**vars(args), "seg_label_dir": "gt", "seg_test_list": None,
+                                 "seg_weights_name": args.seg_gt_weights_name,
+                                 "seg_pred_out_dir": args.seg_gt_pred_out_dir})

@@ -74,6 +74,14 @@ STEP_IO: dict[str, StepIO] = {
                        settings=("seg_backbone", "seg_backbone_style", "seg_infer_scales",
                                  "seg_infer_flip", "seg_crf", "seg_crf_params", "amp"), suffix=".png",
                        images=("seg_eval_list", "seg_test_list"), gt=("seg_eval_list",)),
+    "train_seg_gt": StepIO(reads=(("seg_backbone_weights", None),),
+                           writes=(("seg_gt_weights_name", None),), images=("seg_train_list",),
+                           gt=("seg_train_list",)),
+    "eval_seg_gt": StepIO(reads=(("seg_gt_weights_name", None),),
+                          writes=(("seg_gt_pred_out_dir", "seg_eval_list"),),
+                          settings=("seg_backbone", "seg_backbone_style", "seg_infer_scales",
+                                    "seg_infer_flip", "seg_crf", "seg_crf_params", "amp"),
+                          suffix=".png", images=("seg_eval_list",), gt=("seg_eval_list",)),
 }
 
 

@@ -49,7 +49,9 @@ def predict_list(model: Callable, list_name: str, args: argparse.Namespace, out_
                        data.n_classes + 1, data.gt_dir() if with_gt else None)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, step: str = "eval_seg") -> dict:
+    """Predict and score --seg_eval_list; `step` names its metrics record (eval_seg_gt: the
+    DeepLab trained on the ground truth)."""
     data = common.dataset(args)
     device = common.device(args)
     if device.type == "cuda":
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> dict:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.seg_tf32
     n = data.n_classes + 1
     model = deeplab_v2_msc(n, args.seg_backbone, args.seg_backbone_style)
-    load_checkpoint(model, args.seg_weights_name, made_by="train_seg (--train_seg_pass True)")
+    trainer = step.replace("eval_", "train_", 1)
+    load_checkpoint(model, args.seg_weights_name, made_by=f"{trainer} (--{trainer}_pass True)")
     model.to(device).eval()
     forward = common.fast_forward(args, model, channels_last=args.seg_channels_last)
     start = time.time()
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> dict:
     if dist.is_main():
         conf, _ = evaluate_label_pngs(ids, out_dir, data.gt_dir(), n)
         names = ("background",) + data.class_names
-        record = {"step": "eval_seg", "split": Path(eval_list).stem, "crf": bool(args.seg_crf),
+        record = {"step": step, "split": Path(eval_list).stem, "crf": bool(args.seg_crf),
                   "scales": list(args.seg_infer_scales), "flip": bool(args.seg_infer_flip),
                   **summary(conf, names)}
         if args.seg_crf and raw_conf is not None:
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
         record["seconds"] = round(time.time() - start, 1)
         append_metrics(args.metrics_file, record)
         extra = f" (no CRF {100 * record['miou_no_crf']:.2f})" if "miou_no_crf" in record else ""
-        log(f"eval_seg: mIoU {100 * record['miou']:.2f}{extra} on {record['split']}, "
+        log(f"{step}: mIoU {100 * record['miou']:.2f}{extra} on {record['split']}, "
             f"{len(ids)} predictions in {out_dir}, {record['seconds']} s")
     if args.seg_test_list:
         test_dir = Path(args.seg_test_out_dir)

@@ -39,7 +39,8 @@ from step.dataflow import STEP_IO, list_of, path_of
 BYTES_PER_PIXEL = {"cam_out_dir": 0.65, "amn_cam_out_dir": 0.95,    # per channel
                    "ir_label_out_dir": 0.06, "amn_ir_label_out_dir": 0.05,
                    "sem_seg_out_dir": 0.04, "ins_seg_out_dir": 0.07,
-                   "seg_pred_out_dir": 0.09, "seg_test_out_dir": 0.09}
+                   "seg_pred_out_dir": 0.09, "seg_test_out_dir": 0.09,
+                   "seg_gt_pred_out_dir": 0.09}
 EXTRA_CHANNELS = {"cam_out_dir": 0, "amn_cam_out_dir": 1}  # map channels beyond the classes
 # Checkpoint bytes (torch.save of the state_dict at 20 and 80 classes, fitted linearly):
 # (bytes, bytes per foreground class). Training also keeps the resumable state (weights and
@@ -53,7 +54,8 @@ SIZE_SAMPLE = 20    # images whose header gives a list's mean size
 NOUNS = {"cam_out_dir": "CAM", "ir_label_out_dir": "IR label", "amn_cam_out_dir": "AMN map",
          "amn_ir_label_out_dir": "AMN IR label", "sem_seg_out_dir": "pseudo-mask",
          "ins_seg_out_dir": "instance label", "seg_label_dir": "training label",
-         "seg_pred_out_dir": "prediction", "seg_test_out_dir": "test prediction"}
+         "seg_pred_out_dir": "prediction", "seg_test_out_dir": "test prediction",
+         "seg_gt_pred_out_dir": "prediction"}
 # lists whose ids need no image-level label: eval_seg predicts without them
 UNLABELLED = ("seg_eval_list", "seg_test_list")
 # read flags whose files a pass makes under another flag: train_seg's labels are make_sem_seg's
@@ -65,7 +67,8 @@ PARTIAL_READS = {("eval_ins_seg", "ins_seg_out_dir")}
 BATCHES = {"train_cam": ("train_list", "cam_batch_size"),
            "train_amn": ("train_list", "amn_batch_size"),
            "train_irn": ("train_list", "irn_batch_size"),
-           "train_seg": ("seg_train_list", "seg_batch_size")}
+           "train_seg": ("seg_train_list", "seg_batch_size"),
+           "train_seg_gt": ("seg_train_list", "seg_batch_size")}
 
 
 class PlanError(FileNotFoundError, ValueError):
@@ -412,8 +415,8 @@ class _Checker:
         return needs
 
     def checkpoint_bytes(self, flag: str) -> float:
-        net = flag.removesuffix("_weights_name")  # cam, amn, irn, seg
-        if net == "seg":
+        net = flag.removesuffix("_weights_name")  # cam, amn, irn, seg, seg_gt
+        if net.startswith("seg"):
             net = f"deeplab_{self.args.seg_backbone}"
         base, per_class = CHECKPOINT_BYTES.get(net, (0.0, 0.0))
         return base + per_class * self.data.n_classes
@@ -513,7 +516,8 @@ def _checkpoint(flag: str) -> Callable[[argparse.Namespace, int, str | None], No
 WEIGHT_LOADERS: dict[str, Callable[[argparse.Namespace, int, str | None], None]] = {
     "backbone_weights": _backbone, "seg_backbone_weights": _seg_backbone,
     **{flag: _checkpoint(flag) for flag in ("cam_weights_name", "amn_weights_name",
-                                            "irn_weights_name", "seg_weights_name")}}
+                                            "irn_weights_name", "seg_weights_name",
+                                            "seg_gt_weights_name")}}
 
 
 # ---- disk ---------------------------------------------------------------------------------

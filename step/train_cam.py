@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     model = common.network(args.cam_network, "--cam_network")(data.n_classes,
                                                                args.backbone_weights)
-    for p in list(model.stage1.parameters()) + list(model.stage2.parameters()):
-        p.requires_grad_(False)  # detached in forward: no gradient reaches them (docs/pipeline.md §3.1)
+    model.freeze_stages(args.cam_frozen_stages)  # the reference: 2 (docs/pipeline.md §3.1)
     backbone, head = model.param_groups()
 
     def make_optimizer(max_step: int) -> PolyOptimizer:

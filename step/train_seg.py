@@ -69,11 +69,12 @@ def backbone_weights(args: argparse.Namespace) -> str | None:
     return args.backbone_weights if args.seg_backbone == "resnet50" else None
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, step: str = "train_seg") -> dict:
+    """Train DeepLab; `step` names its metrics record (train_seg_gt: on the ground truth)."""
     data = common.dataset(args)
     device = common.device(args)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed crop size
+        torch.backends.cudnn.benchmark = not args.deterministic  # fixed crop size
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.seg_tf32
     ids = common.id_list(args.seg_train_list)
     folder = label_dir(args)
@@ -100,10 +101,10 @@ def run(args: argparse.Namespace) -> dict:
                    checkpoint_every=args.seg_checkpoint_every,
                    resume=args.seg_resume and not args.overwrite, amp=args.amp,
                    channels_last=args.seg_channels_last)
-    record = {"step": "train_seg", "labels": str(folder), "iterations": len(result.losses),
+    record = {"step": step, "labels": str(folder), "iterations": len(result.losses),
               "seconds": round(result.seconds, 1),
               "final_train_loss": result.final_loss}
     if dist.is_main():
         append_metrics(args.metrics_file, record)
-        log(f"train_seg: wrote {args.seg_weights_name} in {result.seconds:.0f} s")
+        log(f"{step}: wrote {args.seg_weights_name} in {result.seconds:.0f} s")
     return {**record, "losses": result.losses}

@@ -1,4 +1,6 @@
 """run_sample.py's flag resolution: profiles, pass selection, whole-chain resume."""
+import torch
+
 import run_sample
 
 
@@ -9,7 +11,8 @@ def _resolve(argv):
 def test_no_pass_flag_runs_everything_and_resumes_training(fake_voc, tmp_path):
     weights = tmp_path / "cam.pth"
     args = _resolve(["--voc12_root", str(fake_voc), "--cam_weights_name", str(weights)])
-    assert all(getattr(args, f"{name}_pass") for name in run_sample.STEPS)
+    assert all(getattr(args, f"{name}_pass") for name in run_sample.STEPS
+               if name not in run_sample.OPTIONAL_STEPS)
     assert not run_sample.already_trained(args, "train_cam")
     weights.write_bytes(b"x")
     assert run_sample.already_trained(args, "train_cam")
@@ -85,3 +88,30 @@ def test_amp_and_layout_defaults_by_profile(fake_voc):
     assert (args.amp, args.channels_last) == (native_bf16("cpu"), True)
     args = _resolve(["--voc12_root", str(fake_voc), "--profile", "toy", "--amp", "False"])
     assert args.amp is False
+
+
+def test_deterministic_flag_limits_torch_to_deterministic_kernels(fake_voc):
+    from step import common
+    args = _resolve(["--voc12_root", str(fake_voc), "--device", "cpu"])
+    common.device(args)
+    assert not args.deterministic and not torch.are_deterministic_algorithms_enabled()
+    args = _resolve(["--voc12_root", str(fake_voc), "--device", "cpu", "--deterministic", "True"])
+    try:
+        common.device(args)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+
+
+def test_ground_truth_deeplab_passes_only_join_when_asked(fake_voc):
+    base = ["--voc12_root", str(fake_voc)]
+    args = _resolve(base)
+    assert args.train_seg_pass and args.eval_seg_pass and args.resume_chain
+    assert not args.train_seg_gt_pass and not args.eval_seg_gt_pass
+    args = _resolve(base + ["--train_seg_gt_pass", "True", "--eval_seg_gt_pass", "True"])
+    assert args.train_cam_pass and args.train_seg_pass and args.resume_chain  # whole chain too
+    assert args.train_seg_gt_pass and args.eval_seg_gt_pass
+    args = _resolve(base + ["--eval_seg_gt_pass", "True", "--eval_seg_pass", "True"])
+    assert args.eval_seg_gt_pass and not args.train_seg_gt_pass and not args.train_cam_pass

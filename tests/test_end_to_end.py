@@ -99,9 +99,21 @@ def test_no_argument_run_on_a_tiny_configuration(tmp_path, monkeypatch):
                  for i in eval_ids]
         assert ev["miou"] == pytest.approx(reference_ops.miou(pairs, n_classes + 1)[0], abs=1e-12)
 
-    # a rerun keeps the trained networks, skips finished images and changes nothing
+    # a rerun keeps the trained networks, skips finished images and changes nothing; the
+    # optional ground-truth DeepLab passes, given alone, join the whole chain
     before = (result / "cam" / f"{ids[0]}.npz").stat().st_mtime_ns
-    again = run_sample.main([])
+    again = run_sample.main(["--train_seg_gt_pass", "True", "--eval_seg_gt_pass", "True"])
+    assert list(again["timings"])[-2:] == ["train_seg_gt", "eval_seg_gt"]
+    records = [json.loads(line) for line in (result / "metrics.jsonl").read_text().splitlines()]
+    trained_on = next(r for r in records if r["step"] == "train_seg_gt")["labels"]
+    assert trained_on == str(tiny_toy / "SegmentationClass")
+    assert 0 <= next(r for r in records if r["step"] == "eval_seg_gt")["miou"] <= 1
+    assert (tmp_path / "sess" / "deeplabv2_gt.pth").is_file()
+    val_ids = (tiny_toy / "ImageSets/Segmentation/val.txt").read_text().split()
+    assert all((result / "seg_pred_gt" / f"{i}.png").is_file() for i in val_ids)
+    report = (result / "report.md").read_text()
+    assert "DeepLab on the ground truth (upper bound) mIoU" in report
+    assert "DeepLab on pseudo-masks vs on the ground truth of the same images" in report
     assert "train_cam" not in again["timings"] and "train_seg" not in again["timings"]
     assert again["results"]["make_cam"]["written"] == 0
     assert again["results"]["cam_to_ir_label"]["written"] == 0

@@ -157,11 +157,12 @@ def test_weight_files_with_wrong_keys(tiny_toy, tmp_path):
 
 
 def test_a_consistent_whole_chain_passes(tiny_toy, r50, tmp_path, capsys):
-    args = _resolve(flags(tiny_toy, tmp_path, r50))
+    gt = ["--train_seg_gt_pass", "True", "--eval_seg_gt_pass", "True"]  # the optional passes
+    args = _resolve(flags(tiny_toy, tmp_path, r50) + gt)
     result = verify(args)
     assert result.problems == [] and result.steps == list(STEP_IO)
     out = capsys.readouterr().out
-    assert "plan: 16 steps, inputs checked in" in out
+    assert "plan: 18 steps, inputs checked in" in out
     assert "plan: outputs need ~" in out and " free on " in out
     assert list(tmp_path.iterdir()) == []
 

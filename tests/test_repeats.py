@@ -11,7 +11,14 @@ import pytest
 
 import repeat
 import run_sample
-from misc.repeats import aggregate, is_finished, mark_finished, threshold_bands, write_summary
+from misc.repeats import (
+    aggregate,
+    claims,
+    is_finished,
+    mark_finished,
+    threshold_bands,
+    write_summary,
+)
 from tests.tiny import flags
 
 
@@ -26,6 +33,16 @@ def test_insert_folder_and_dataset_folders_agree():
     run_sample.separate_outputs(args)
     assert (args.cam_out_dir, args.cocoann_out_dir, args.amn_weights_name) == (
         "mine", "result/coco14", "sess/coco14/res50_amn.pth")
+    parts = run_sample.build_parser().parse_args(["--toy_dataset", "parts"])
+    run_sample.separate_outputs(parts)  # the embedded parts dataset: a folder of its own
+    assert (parts.cam_out_dir, parts.seg_gt_weights_name) == ("result/parts/cam",
+                                                              "sess/parts/deeplabv2_gt.pth")
+    own_root = run_sample.build_parser().parse_args(["--toy_dataset", "parts",
+                                                     "--voc12_root", "/v"])
+    run_sample.separate_outputs(own_root)  # a root given: --toy_dataset plays no part
+    assert own_root.cam_out_dir == "result/cam"
+    seed = _parsed(repeat.seed_argv(["--toy_dataset", "parts"], 2))
+    assert seed.cam_out_dir == "result/parts/seeds/seed2/cam"
 
 
 def _parsed(argv: list[str]):
@@ -89,6 +106,34 @@ def test_aggregate_is_exact_over_hand_written_files(tmp_path):
     saved = json.loads((tmp_path / "seeds/summary.json").read_text())
     assert saved["metrics"]["eval_cam.miou"]["n"] == 3 and saved["band"] == "min-max"
     assert (tmp_path / "seeds/threshold_band.png").stat().st_size > 0
+
+
+def test_claims_are_paired_effects_with_a_two_std_verdict(tmp_path):
+    def seed(cam, amn, pseudo, seg, gt):
+        return [{"step": "eval_cam", "best_miou": cam, "sweep": {"0.10": cam, "0.20": cam - 0.1}},
+                {"step": "eval_amn_cam", "best_miou": amn, "sweep": {"0.10": amn, "0.20": amn}},
+                {"step": "eval_sem_seg", "miou": pseudo}, {"step": "eval_seg", "miou": seg},
+                {"step": "eval_seg_gt", "miou": gt}]
+    runs = [(0.40, 0.50, 0.52, 0.30, 0.60), (0.42, 0.51, 0.50, 0.35, 0.61),
+            (0.41, 0.53, 0.55, 0.40, 0.59)]
+    files = {s: _write(tmp_path / f"s{s}/metrics.jsonl", seed(*v)) for s, v in enumerate(runs)}
+    rows = {r["a"]: r for r in claims(files)}
+    amn = rows["eval_amn_cam.best_miou"]  # AMN - CAM: +10, +9, +12 points
+    assert amn["values"] == pytest.approx({0: 10.0, 1: 9.0, 2: 12.0})
+    assert amn["std"] == pytest.approx(math.sqrt(7 / 3)) and amn["holds"] is True
+    width = rows["eval_amn_cam.plateau_width"]  # AMN flat over 0.1-0.2, CAM drops 10 points
+    assert width["values"] == pytest.approx({0: 0.1, 1: 0.1, 2: 0.1}) and width["holds"] is True
+    walk = rows["eval_sem_seg.miou"]  # +2, -1, +2: mean 1 < 2 std
+    assert walk["mean"] == pytest.approx(1.0) and walk["holds"] is False
+    assert rows["eval_seg_gt.miou"]["values"] == pytest.approx({0: 30.0, 1: 26.0, 2: 19.0})
+    one = claims({0: files[0]})
+    assert all(r["holds"] is None and r["n"] == 1 for r in one)  # no spread from one seed
+    md = write_summary(files, tmp_path / "seeds")
+    assert "| AMN seed > CAM seed, each at its best threshold (points) | 3 | +10.33 ± " in md
+    assert "| pseudo-mask > AMN seed at its best threshold (points) | 3 | +1.00 ± 1.732 |" in md
+    assert "| DeepLab on the ground truth mIoU | 3 | 60.00 ± 1.00 | 59.00–61.00 |" in md
+    saved = json.loads((tmp_path / "seeds/summary.json").read_text())
+    assert [r["holds"] for r in saved["claims"]] == [True, True, False, True]
 
 
 def test_finished_means_report_and_marker_of_the_same_command(tmp_path):

@@ -80,3 +80,20 @@ def test_cam_net_reference_layout_and_shapes():
     assert net(x).shape == (2, 20)
     cam = net.cam(x)
     assert cam.shape == (2, 20, 6, 5) and cam.min() >= 0
+
+
+@pytest.mark.parametrize("frozen", [0, 2])
+def test_cam_net_frozen_stages_get_no_gradient(frozen):
+    """--cam_frozen_stages: the reference's 2 leaves layer1 and layer2 fixed; 0 trains them;
+    conv1 and bn1 are fixed either way."""
+    torch.manual_seed(0)
+    net = Net(3)
+    net.freeze_stages(frozen)
+    net(torch.randn(2, 3, 32, 32)).sum().backward()
+    has_grad = lambda p: p.grad is not None and bool(p.grad.abs().sum() > 0)
+    assert has_grad(net.resnet50.layer3[0].conv1.weight)
+    assert has_grad(net.resnet50.layer1[0].conv1.weight) == (frozen == 0)
+    assert has_grad(net.resnet50.layer2[0].conv1.weight) == (frozen == 0)
+    assert net.resnet50.conv1.weight.grad is None
+    trainable = {id(p) for p in net.param_groups()[0]}
+    assert (id(net.resnet50.layer1[0].conv1.weight) in trainable) == (frozen == 0)
