@@ -114,14 +114,13 @@ def stats(values: dict[int, float]) -> dict:
             "min": min(v), "max": max(v), "values": values}
 
 
-def claims(metrics_files: dict[int, str | Path]) -> list[dict]:
-    """Each claim of CLAIMS with its per-seed effects (scaled), their stats and `holds`: mean >
-    2 std (None with fewer than 2 seeds or no seed having both metrics)."""
-    per_seed = {seed: seed_numbers(path) for seed, path in metrics_files.items()}
+def claims(table: dict[str, dict]) -> list[dict]:
+    """Each claim of CLAIMS over `aggregate`'s table: its per-seed effects (scaled a - b on the
+    seeds having both), their stats and `holds`: mean > 2 std (None with fewer than 2 seeds)."""
     out = []
     for claim, a, b, scale in CLAIMS:
-        effects = {seed: scale * (n[a] - n[b]) for seed, n in per_seed.items()
-                   if a in n and b in n}
+        va, vb = (table.get(m, {}).get("values", {}) for m in (a, b))
+        effects = {seed: scale * (va[seed] - vb[seed]) for seed in va if seed in vb}
         row = {"claim": claim, "a": a, "b": b, **(stats(effects) if effects else {"n": 0})}
         row["holds"] = (row["mean"] > 2 * row["std"]) if row.get("std") is not None else None
         out.append(row)
@@ -207,7 +206,7 @@ def write_summary(metrics_files: dict[int, str | Path], out_dir: str | Path) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     table = aggregate(metrics_files)
     seeds = list(metrics_files)
-    claim_rows = claims(metrics_files)
+    claim_rows = claims(table)
     text = "\n\n".join([headline_markdown(table), "Claims (effect per seed = a - b):",
                          claims_markdown(claim_rows), "Every number:",
                          summary_markdown(table, seeds)])

@@ -117,7 +117,7 @@ def test_claims_are_paired_effects_with_a_two_std_verdict(tmp_path):
     runs = [(0.40, 0.50, 0.52, 0.30, 0.60), (0.42, 0.51, 0.50, 0.35, 0.61),
             (0.41, 0.53, 0.55, 0.40, 0.59)]
     files = {s: _write(tmp_path / f"s{s}/metrics.jsonl", seed(*v)) for s, v in enumerate(runs)}
-    rows = {r["a"]: r for r in claims(files)}
+    rows = {r["a"]: r for r in claims(aggregate(files))}
     amn = rows["eval_amn_cam.best_miou"]  # AMN - CAM: +10, +9, +12 points
     assert amn["values"] == pytest.approx({0: 10.0, 1: 9.0, 2: 12.0})
     assert amn["std"] == pytest.approx(math.sqrt(7 / 3)) and amn["holds"] is True
@@ -126,7 +126,7 @@ def test_claims_are_paired_effects_with_a_two_std_verdict(tmp_path):
     walk = rows["eval_sem_seg.miou"]  # +2, -1, +2: mean 1 < 2 std
     assert walk["mean"] == pytest.approx(1.0) and walk["holds"] is False
     assert rows["eval_seg_gt.miou"]["values"] == pytest.approx({0: 30.0, 1: 26.0, 2: 19.0})
-    one = claims({0: files[0]})
+    one = claims(aggregate({0: files[0]}))
     assert all(r["holds"] is None and r["n"] == 1 for r in one)  # no spread from one seed
     md = write_summary(files, tmp_path / "seeds")
     assert "| AMN seed > CAM seed, each at its best threshold (points) | 3 | +10.33 ± " in md
