@@ -303,8 +303,8 @@ def recompute_bn_stats(model: nn.Module, rng: np.random.Generator, batches: int,
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average
     model.train()
-    for _ in range(batches):
-        model(make_batch(rng, batch_size)[0])
+    for x, _ in prefetched(lambda: make_batch(rng, batch_size), batches):
+        model(x)
     for bn in bns:
         bn.momentum = 0.1
 
@@ -315,10 +315,9 @@ def evaluate(model: nn.Module, rng: np.random.Generator, n: int,
     """Accuracy on `n` fresh synthetic samples (eval mode, running BN statistics): the joint
     accuracy (all three groups right) and the accuracy per group."""
     model.eval()
-    hits = []
-    for start in range(0, n, batch_size):
-        x, y = synthetic_batch(rng, min(batch_size, n - start))
-        hits.append(group_predict(model(x)) == y)
+    sizes = iter([min(batch_size, n - start) for start in range(0, n, batch_size)])
+    hits = [group_predict(model(x)) == y
+            for x, y in prefetched(lambda: synthetic_batch(rng, next(sizes)), -(-n // batch_size))]
     hits_t = torch.cat(hits).float()
     return float(hits_t.min(1).values.mean()), [round(float(a), 4) for a in hits_t.mean(0)]
 
