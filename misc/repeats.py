@@ -135,8 +135,8 @@ def claims_markdown(rows: list[dict]) -> str:
             lines.append(f"| {r['claim']} | 0 | - | - | - |")
             continue
         verdict = {True: "yes", False: "no", None: "-"}[r["holds"]]
-        lines.append(f"| {r['claim']} | {r['n']} | {r['mean']:+.2f} ± {_num(r['std'])} | "
-                     f"{r['min']:+.2f} to {r['max']:+.2f} | {verdict} |")
+        lines.append(f"| {r['claim']} | {r['n']} | {_signed(r['mean'])} ± {_fixed(r['std'])} | "
+                     f"{_signed(r['min'])} to {_signed(r['max'])} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -150,6 +150,16 @@ def headline_markdown(table: dict[str, dict]) -> str:
             lines.append(f"| {label} | {s['n']} | {scale * s['mean']:.2f} ± {std} | "
                          f"{scale * s['min']:.2f}–{scale * s['max']:.2f} |")
     return "\n".join(lines)
+
+
+def _signed(x: float) -> str:
+    """+1.23 / -1.23, and +0.00 for a rounding-level negative (no "-0.00")."""
+    return f"{round(x, 2) + 0.0:+.2f}"
+
+
+def _fixed(x: float | None) -> str:
+    """Two decimals, as the effect it is the spread of."""
+    return "-" if x is None else f"{x:.2f}"
 
 
 def _num(x: float | None) -> str:

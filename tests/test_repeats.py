@@ -130,7 +130,7 @@ def test_claims_are_paired_effects_with_a_two_std_verdict(tmp_path):
     assert all(r["holds"] is None and r["n"] == 1 for r in one)  # no spread from one seed
     md = write_summary(files, tmp_path / "seeds")
     assert "| AMN seed > CAM seed, each at its best threshold (points) | 3 | +10.33 ± " in md
-    assert "| pseudo-mask > AMN seed at its best threshold (points) | 3 | +1.00 ± 1.732 |" in md
+    assert "| pseudo-mask > AMN seed at its best threshold (points) | 3 | +1.00 ± 1.73 |" in md
     assert "| DeepLab on the ground truth mIoU | 3 | 60.00 ± 1.00 | 59.00–61.00 |" in md
     saved = json.loads((tmp_path / "seeds/summary.json").read_text())
     assert [r["holds"] for r in saved["claims"]] == [True, True, False, True]
