@@ -24,8 +24,6 @@ import contextlib
 import json
 import math
 import os
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +39,7 @@ from tqdm import tqdm
 from misc.artifacts import atomic_path, save_checkpoint
 from misc.imutils import normalize
 from misc.precision import low_precision, native_bf16, prepare_model
+from misc.prefetch import ahead, drawn_ahead
 from net.resnet50 import ResNet50
 
 DEFAULT_BACKBONE_PATH = Path(__file__).resolve().parent / "cache" / "resnet50_synthetic.pth"
@@ -224,42 +223,6 @@ Batches = Callable[[np.random.Generator, int], tuple[torch.Tensor, torch.Tensor]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def prefetched(make: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-               count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`count` results of `make()`, drawn in a background thread one batch ahead, so the
-    drawing (numpy/PIL) overlaps the network's step (torch releases the GIL). The calls run in
-    order in that one thread, so a seeded generator gives the same batches as a plain loop."""
-    ready: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for _ in range(count):
-                item = make()
-                while not stop.is_set():
-                    try:
-                        ready.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        pass
-                if stop.is_set():
-                    return
-        except BaseException as error:  # re-raised in the consumer
-            ready.put((None, error))
-
-    thread = threading.Thread(target=produce, name="pretrain-batches", daemon=True)
-    thread.start()
-    try:
-        for _ in range(count):
-            item, error = ready.get()
-            if error is not None:
-                raise error
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
 def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: int,
           amp: bool = False, batches: Batches = synthetic_batch, loss_fn: Loss = group_loss,
           desc: str = "pretrain backbone") -> float:
@@ -267,7 +230,7 @@ def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: in
     returns the mean loss of the last 10 % of steps. `amp`: forward in bf16, channels_last
     (1.6x per step on a 2-core CPU with native bf16). `batches(rng, n)` -> (x, y) and
     `loss_fn(logits, y)` default to this module's task. The batches are drawn one ahead in a
-    thread (`prefetched`): the same batches, drawn while the network steps."""
+    thread (misc/prefetch.py): the same batches, drawn while the network steps."""
     forward = low_precision(prepare_model(model, amp), torch.device("cpu"), amp, amp)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases
@@ -277,7 +240,7 @@ def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: in
     model.train()
     losses = []
     bar = tqdm(range(steps), desc=desc, leave=False, mininterval=2.0)
-    with contextlib.closing(prefetched(lambda: batches(rng, batch_size), steps)) as drawn:
+    with drawn_ahead(batches(rng, batch_size) for _ in range(steps)) as drawn:
         for step in bar:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps)
@@ -303,7 +266,7 @@ def recompute_bn_stats(model: nn.Module, rng: np.random.Generator, batches: int,
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average
     model.train()
-    for x, _ in prefetched(lambda: make_batch(rng, batch_size), batches):
+    for x, _ in ahead(make_batch(rng, batch_size) for _ in range(batches)):
         model(x)
     for bn in bns:
         bn.momentum = 0.1
@@ -315,9 +278,9 @@ def evaluate(model: nn.Module, rng: np.random.Generator, n: int,
     """Accuracy on `n` fresh synthetic samples (eval mode, running BN statistics): the joint
     accuracy (all three groups right) and the accuracy per group."""
     model.eval()
-    sizes = iter([min(batch_size, n - start) for start in range(0, n, batch_size)])
-    hits = [group_predict(model(x)) == y
-            for x, y in prefetched(lambda: synthetic_batch(rng, next(sizes)), -(-n // batch_size))]
+    drawn = ahead(synthetic_batch(rng, min(batch_size, n - start))
+                  for start in range(0, n, batch_size))
+    hits = [group_predict(model(x)) == y for x, y in drawn]
     hits_t = torch.cat(hits).float()
     return float(hits_t.min(1).values.mean()), [round(float(a), 4) for a in hits_t.mean(0)]
 

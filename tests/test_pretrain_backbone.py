@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -87,23 +86,3 @@ def test_a_cache_of_another_step_count_or_task_is_pretrained_again(tmp_path: Pat
     path.with_suffix(".json").write_text(json.dumps({**old, "task": None}))  # before the task
     pb.ensure_pretrained_backbone(path, steps=3, log=logs.append, batch_size=4)
     assert any("'task': None" in line for line in logs)
-
-
-def test_prefetched_batches_are_the_plain_loops_and_errors_reach_the_caller() -> None:
-    """The background thread draws in order from one generator: the same batches as a loop."""
-    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
-    plain = [pb.synthetic_batch(rng_a, 2) for _ in range(3)]
-    ahead = list(pb.prefetched(lambda: pb.synthetic_batch(rng_b, 2), 3))
-    assert len(ahead) == 3
-    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(plain, ahead))
-
-    def broken() -> None:
-        raise ValueError("bad drawing")
-
-    with pytest.raises(ValueError, match="bad drawing"):
-        next(pb.prefetched(broken, 2))
-
-    drawn = pb.prefetched(lambda: pb.synthetic_batch(rng_b, 2), 100)
-    next(drawn)
-    drawn.close()  # a consumer that stops early (an exception in the step) stops the thread
-    assert not any(t.name == "pretrain-batches" for t in threading.enumerate())
