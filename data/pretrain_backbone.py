@@ -39,7 +39,7 @@ from tqdm import tqdm
 from misc.artifacts import atomic_path, save_checkpoint
 from misc.imutils import normalize
 from misc.precision import low_precision, native_bf16, prepare_model
-from misc.prefetch import ahead, drawn_ahead
+from misc.prefetch import drawn_ahead
 from net.resnet50 import ResNet50
 
 DEFAULT_BACKBONE_PATH = Path(__file__).resolve().parent / "cache" / "resnet50_synthetic.pth"
@@ -266,8 +266,9 @@ def recompute_bn_stats(model: nn.Module, rng: np.random.Generator, batches: int,
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average
     model.train()
-    for x, _ in ahead(make_batch(rng, batch_size) for _ in range(batches)):
-        model(x)
+    with drawn_ahead(make_batch(rng, batch_size) for _ in range(batches)) as drawn:
+        for x, _ in drawn:
+            model(x)
     for bn in bns:
         bn.momentum = 0.1
 
@@ -278,9 +279,9 @@ def evaluate(model: nn.Module, rng: np.random.Generator, n: int,
     """Accuracy on `n` fresh synthetic samples (eval mode, running BN statistics): the joint
     accuracy (all three groups right) and the accuracy per group."""
     model.eval()
-    drawn = ahead(synthetic_batch(rng, min(batch_size, n - start))
-                  for start in range(0, n, batch_size))
-    hits = [group_predict(model(x)) == y for x, y in drawn]
+    with drawn_ahead(synthetic_batch(rng, min(batch_size, n - start))
+                     for start in range(0, n, batch_size)) as drawn:
+        hits = [group_predict(model(x)) == y for x, y in drawn]
     hits_t = torch.cat(hits).float()
     return float(hits_t.min(1).values.mean()), [round(float(a), 4) for a in hits_t.mean(0)]
 
