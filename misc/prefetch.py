@@ -58,13 +58,9 @@ def ahead(items: Iterable[T], name: str = "prefetch") -> Iterator[T]:
 
 
 @contextlib.contextmanager
-def drawn_ahead(items: Iterable[T], enabled: bool = True,
-                name: str = "prefetch") -> Iterator[Iterator[T]]:
+def drawn_ahead(items: Iterable[T], name: str = "prefetch") -> Iterator[Iterator[T]]:
     """`with drawn_ahead(items) as it:` iterates `items` through `ahead` and stops its thread on
-    leaving the block, also on an exception; with `enabled` False, a plain iterator."""
-    if not enabled:
-        yield iter(items)
-        return
+    leaving the block, also on an exception."""
     drawn = ahead(items, name)
     try:
         yield drawn
