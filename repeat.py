@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import run_sample
-from misc.repeats import is_finished, mark_finished, write_summary
+from misc.report.repeats import is_finished, mark_finished, write_summary
 
 SEEDS_FOLDER = "seeds"
 
@@ -42,7 +42,7 @@ def parse(argv: list[str] | None) -> tuple[list[int], list[str]]:
 
 def is_rank0() -> bool:
     """Rank 0, also before run_sample has set up the process group (all seeds skipped)."""
-    from misc import dist
+    from misc.engine import dist
     return dist.is_main() and int(os.environ.get("RANK", "0")) == 0
 
 

@@ -387,7 +387,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.amp == "auto":
-        from misc.precision import native_bf16
+        from misc.engine.precision import native_bf16
         args.amp = native_bf16(args.device)
     if args.poly_momentum < 0:
         args.poly_momentum = None  # PolyOptimizer's reference quirk
@@ -453,7 +453,7 @@ def already_trained(args: argparse.Namespace, name: str) -> bool:
     """In a whole-chain run (no *_pass flags, no --overwrite), a training step whose checkpoint
     exists and was trained from the current inputs (its record) is not redone; explicit passes
     always run."""
-    from misc.log import log
+    from misc.engine.log import log
     from step.common import trained_from_other_inputs
     if not (args.resume_chain and name in TRAINED and Path(getattr(args, TRAINED[name])).is_file()):
         return False
@@ -474,7 +474,7 @@ def save_run_config(args: argparse.Namespace) -> None:
 
     import torch
 
-    from misc.artifacts import atomic_path
+    from misc.io.atomic import atomic_path
     versions = {}
     for name in PACKAGES:
         try:
@@ -511,7 +511,7 @@ def output_folders(args: argparse.Namespace) -> dict[str, Path]:
 def draw_examples(args: argparse.Namespace, out_png: Path, n: int = 4) -> Path | None:
     """The first `n` images of the infer list with their CAM, AMN map, pseudo-mask, GT and
     instance labels."""
-    from misc.report import plot_examples
+    from misc.report.run_report import plot_examples
     from step.common import dataset, id_list
     data = dataset(args)
     ids = id_list(args.infer_list)[:n]
@@ -526,17 +526,18 @@ def start_run(args: argparse.Namespace) -> None:
     log, and the clean-up of temporaries a killed run left behind. Only rank 0 locks and writes;
     when it fails (e.g. the folders are in use) every rank stops.
 
-    Locked (misc/lock.py): the folder of --metrics_file, which every call writes (run_config,
+    Locked (misc/io/lock.py): the folder of --metrics_file, which every call writes (run_config,
     runs.jsonl, metrics, the report) and which holds the map and label folders by default, and
     the checkpoint folder of each training pass of this call (its state files), so the same
     command twice always meets on a lock. Per-image folders given outside the metrics folder
     are not locked on their own."""
     import shlex
 
-    from misc import dist
-    from misc.artifacts import claim_folders, remove_stale_temporaries
-    from misc.lock import lock_folders
-    from misc.log import log, tee_stdout
+    from misc.engine import dist
+    from misc.engine.log import log, tee_stdout
+    from misc.io.atomic import remove_stale_temporaries
+    from misc.io.dataset_tag import claim_folders
+    from misc.io.lock import lock_folders
     from step.common import device
     device(args)  # torchrun: set up the process group once, before any step
     error = None
@@ -565,11 +566,11 @@ def start_run(args: argparse.Namespace) -> None:
 def finish_run(args: argparse.Namespace, timings: dict[str, float]) -> None:
     """After the steps: result/report.md with its pictures, and the table printed; then the
     output folders are unlocked (a run that fails keeps them until its process ends)."""
-    from misc import dist
-    from misc.artifacts import claim_folders
-    from misc.lock import release
-    from misc.log import log
-    from misc.report import write_report
+    from misc.engine import dist
+    from misc.engine.log import log
+    from misc.io.dataset_tag import claim_folders
+    from misc.io.lock import release
+    from misc.report.run_report import write_report
     try:
         if dist.is_main():
             claim_folders(output_folders(args), args.dataset)  # the folders the steps made
@@ -585,7 +586,7 @@ def finish_run(args: argparse.Namespace, timings: dict[str, float]) -> None:
 def main(argv: list[str] | None = None) -> dict:
     args = resolve(build_parser().parse_args(argv))
     start_run(args)
-    from misc.log import log
+    from misc.engine.log import log
     from step.plan import verify
     # every input of the passes that run, before the first one (docs/README.md "Plan check")
     verify(args, kept=[name for name in STEPS

@@ -1,4 +1,4 @@
-"""Benchmark: instance pseudo-labels of one VOC-size image, reference-style vs misc.ins_seg.
+"""Benchmark: instance pseudo-labels of one VOC-size image, reference-style vs misc.irn.ins_seg.
 
 Run from the repository root:
     python -m bench.bench_ins_seg [--size H W] [--exp_times 8] [--threads T]
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from misc.ins_seg import instance_masks
-from misc.path_index import direction_path, directions
+from misc.irn.ins_seg import instance_masks
+from misc.irn.path_index import direction_path, directions
 
 RADIUS = 5
 CENTRES = ((0.35, 0.25, 0), (0.4, 0.62, 0), (0.72, 0.45, 1))  # (y, x) as a fraction, class
@@ -170,7 +170,7 @@ def main() -> None:
                               size, **kw)
         runs.append(time.perf_counter() - t0)
     t_ours = min(runs)
-    print(f"misc.ins_seg.instance_masks: {t_ours:.3f} s (best of 3: "
+    print(f"misc.irn.ins_seg.instance_masks: {t_ours:.3f} s (best of 3: "
           f"{', '.join(f'{t:.3f}' for t in runs)}), {len(ours)} segments", flush=True)
     t0 = time.perf_counter()
     score, masks, cls = ref_instance_masks(inp["cams"], inp["keys"], inp["boundary"],

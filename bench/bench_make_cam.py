@@ -8,7 +8,7 @@ the real ResNet-50 CAM network (random weights, eval mode) through
   * reference style: DataLoader with batch size 1, one forward of the pair [img, flip(img)]
     (2, 3, h_s, w_s) per scale, flip sum, per-image bilinear merges, max-normalisation, one file
     per image (np.savez instead of the reference's pickled np.save, so the I/O cost is comparable);
-  * ours: misc.multiscale.run_multiscale_inference with cam_merge (reduce="sum") and batch size B,
+  * ours: misc.seeds.multiscale.run_multiscale_inference with cam_merge (reduce="sum") and batch size B,
 and reports both wall times (dataset creation and a warm-up forward excluded), the speed ratio,
 the number of forward passes of each side and whether every image's output agrees (keys equal,
 cam and high_res within atol 1e-4). TF32 is switched off on CUDA so that the check is meaningful.
@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from misc.artifacts import load_maps
-from misc.multiscale import cam_merge, run_multiscale_inference
-from misc.samples import MultiScaleDataset
+from misc.data.samples import MultiScaleDataset
+from misc.io.maps import load_maps
+from misc.seeds.multiscale import cam_merge, run_multiscale_inference
 from net.resnet50_cam import Net
 from voc12.dataloader import VOCDataset
 

@@ -6,9 +6,9 @@ Run from the repository root:
 At a VOC-size stride-4 map (default 94 x 125, N = 11750 vertices), with a smooth random boundary
 map (ridges along the level set of a smooth field) and smooth random seeds (relu(field) ** 1.3),
 beta 10, exp_times 8, radius 5, times
-  * misc.random_walk.dense_random_walk: the reference's N x N affinity, colnorm(A ** beta),
+  * misc.irn.random_walk.dense_random_walk: the reference's N x N affinity, colnorm(A ** beta),
     8 squarings, x . T (N = 11750: 550 MB per N x N matrix, 8 matmuls of 3.2 TFLOP each);
-  * misc.random_walk.random_walk: sparse operator built once, 256 sparse steps (best of 3);
+  * misc.irn.random_walk.random_walk: sparse operator built once, 256 sparse steps (best of 3);
 and reports both times, the speed ratio (goal >= 100x), the largest difference and the share of
 pixels whose label agrees after the reference's normalisation (divide by the global max, prepend
 a constant 0.25 background channel, argmax; goal >= 99.9%). TF32 is off on CUDA. Also prints the
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from misc.random_walk import dense_random_walk, random_walk
+from misc.irn.random_walk import dense_random_walk, random_walk
 
 BG_THRES = 0.25
 

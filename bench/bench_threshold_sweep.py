@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from misc.metrics import ThresholdSweep, confusion_matrix, mean_iou
+from misc.eval.metrics import ThresholdSweep, confusion_matrix, mean_iou
 
 N_CLASSES = 21
 THRESHOLDS = [round(0.05 * i, 2) for i in range(1, 20)]  # 0.05 .. 0.95

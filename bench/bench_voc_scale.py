@@ -9,9 +9,9 @@ Writes a temporary VOC-layout dataset of synthetic VOC-sized images (375x500; on
 noisy background) and runs each step at the reference settings (the voc12 profile of
 run_sample.PROFILES, docs/pipeline.md §3, §9) with RANDOM weights: it measures speed, not
 accuracy. "Ours" calls the project's mechanisms configured as the step modules configure them
-(misc.multiscale.run_multiscale_inference, misc.ir_label.make_ir_labels, misc.seed_eval,
-misc.sem_seg.boundary_map / pseudo_mask, misc.train.train with the step's loss and optimiser,
-misc.seg_inference.predict_ids). Steps read synthetic inputs derived from the ground truth (CAM
+(misc.seeds.multiscale.run_multiscale_inference, misc.seeds.ir_label.make_ir_labels, misc.eval.seed_eval,
+misc.irn.sem_seg.boundary_map / pseudo_mask, misc.engine.train.train with the step's loss and optimiser,
+misc.eval.seg_inference.predict_ids). Steps read synthetic inputs derived from the ground truth (CAM
 and AMN maps, IR labels; the GT doubles as DeepLab's pseudo-masks), so any subset of steps runs
 on its own and the CRF steps see realistic label layouts.
 
@@ -27,7 +27,7 @@ device memory torch.cuda.max_memory_allocated. Timings synchronise CUDA.
   (DeepLab's 10 crops need ~25 GB); the memory columns are then those of batch B. Loader
   prefetching hides the loading time of so few iterations.
 
---amp runs every step as the driver's --amp --channels_last do (misc/precision.py: the
+--amp runs every step as the driver's --amp --channels_last do (misc/engine/precision.py: the
 networks' forward under bf16 autocast where the device supports it, else fp16 with a gradient
 scaler in training; channels_last; float32 outputs), the reference-style runs likewise.
 
@@ -78,20 +78,21 @@ from PIL import Image
 
 from bench.bench_make_cam import reference_make_cam
 from bench.bench_random_walk import labels as walk_labels
-from misc.artifacts import load_maps, load_png, save_maps, save_png
-from misc.crf import crf_inference_prob
+from misc.data.samples import ClassificationDataset, MultiScaleDataset, SegmentationDataset, SegTrainDataset
+from misc.engine.optim import PolyOptimizer
+from misc.engine.precision import low_precision, prepare_model
+from misc.engine.train import train
+from misc.eval.metrics import evaluate_label_pngs
+from misc.eval.seed_eval import evaluate_seeds
+from misc.eval.seg_inference import SegInferSettings, predict_ids, predict_probs
 from misc.imutils import hwc_to_chw, normalize, read_image, voc_palette
-from misc.ir_label import make_ir_labels
-from misc.metrics import evaluate_label_pngs
-from misc.multiscale import amn_merge, cam_merge, run_multiscale_inference, strided_size
-from misc.optim import PolyOptimizer
-from misc.precision import low_precision, prepare_model
-from misc.random_walk import dense_transition, random_walk
-from misc.samples import ClassificationDataset, MultiScaleDataset, SegmentationDataset, SegTrainDataset
-from misc.seed_eval import evaluate_seeds
-from misc.seg_inference import SegInferSettings, predict_ids, predict_probs
-from misc.sem_seg import INFER_RADIUS, boundary_map, pseudo_mask
-from misc.train import train
+from misc.io.maps import load_maps, save_maps
+from misc.io.png import load_png, save_png
+from misc.irn.random_walk import dense_transition, random_walk
+from misc.irn.sem_seg import INFER_RADIUS, boundary_map, pseudo_mask
+from misc.seeds.crf import crf_inference_prob
+from misc.seeds.ir_label import make_ir_labels
+from misc.seeds.multiscale import amn_merge, cam_merge, run_multiscale_inference, strided_size
 from net.deeplabv2 import deeplab_v2_msc
 from net.resnet50_amn import Net as AmnNet
 from net.resnet50_cam import Net as CamNet
@@ -327,7 +328,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 def fast(model: torch.nn.Module, ctx: Ctx, fn: Callable | None = None) -> Callable:
     """The forward the steps use (step/common.fast_forward): `fn` (default: the model, moved to
     the device) under --amp's autocast (bf16 where supported, else fp16) with channels_last,
-    float32 outputs (misc/precision.py)."""
+    float32 outputs (misc/engine/precision.py)."""
     prepare_model(model.to(ctx.device), ctx.amp)
     return low_precision(fn or model, ctx.device, ctx.amp, ctx.amp)
 
@@ -581,7 +582,7 @@ def repeated_ids(ctx: Ctx, batch: int) -> list[str]:
 def train_timed(ctx: Ctx, name: str, model: torch.nn.Module, loss_fn: Callable,
                 make_dataset: Callable[[list[str]], object],
                 make_optimizer: Callable[[int], torch.optim.Optimizer]) -> dict:
-    """misc.train.train for warm-up + --train_iters iterations; seconds per iteration between
+    """misc.engine.train.train for warm-up + --train_iters iterations; seconds per iteration between
     optimiser steps, scaled linearly to the reference batch when --train_batch differs."""
     ref_batch = TRAIN_BATCH[name]
     batch = ctx.train_batch or ref_batch

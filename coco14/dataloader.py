@@ -1,4 +1,4 @@
-"""MS COCO 2014 as a `misc.dataset.SegDataset` (docs/pipeline.md §1.2, §5).
+"""MS COCO 2014 as a `misc.data.dataset.SegDataset` (docs/pipeline.md §1.2, §5).
 
 Ids are the 12-digit zero-padded strings of coco14/train14.txt (82,783 train2014 images) and
 coco14/val14.txt (40,504 val2014 images). Three image layouts are accepted under a root:
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from misc.dataset import ClassLabels, LabelledRoot
+from misc.data.dataset import ClassLabels, LabelledRoot
 from misc.imutils import IGNORE
 
 COCO14_DIR = Path(__file__).resolve().parent

@@ -36,9 +36,10 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from coco14.dataloader import GT_FOLDER, LABELS_FILE, N_CLASSES, SPLITS, ImageLayout, detect_layout
-from misc.artifacts import atomic_path, remove_stale_temporaries, save_png
+from misc.engine.workers import cpu_pool
 from misc.imutils import IGNORE
-from misc.workers import cpu_pool
+from misc.io.atomic import atomic_path, remove_stale_temporaries
+from misc.io.png import save_png
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from misc.artifacts import atomic_path, save_checkpoint
+from misc.engine.precision import low_precision, native_bf16, prepare_model
+from misc.engine.prefetch import drawn_ahead
 from misc.imutils import normalize
-from misc.precision import low_precision, native_bf16, prepare_model
-from misc.prefetch import drawn_ahead
+from misc.io.atomic import atomic_path
+from misc.io.checkpoints import save_checkpoint
 from net.resnet50 import ResNet50
 
 DEFAULT_BACKBONE_PATH = Path(__file__).resolve().parent / "cache" / "resnet50_synthetic.pth"
@@ -230,7 +231,7 @@ def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: in
     returns the mean loss of the last 10 % of steps. `amp`: forward in bf16, channels_last
     (1.6x per step on a 2-core CPU with native bf16). `batches(rng, n)` -> (x, y) and
     `loss_fn(logits, y)` default to this module's task. The batches are drawn one ahead in a
-    thread (misc/prefetch.py): the same batches, drawn while the network steps."""
+    thread (misc/engine/prefetch.py): the same batches, drawn while the network steps."""
     forward = low_precision(prepare_model(model, amp), torch.device("cpu"), amp, amp)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases

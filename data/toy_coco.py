@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from misc.artifacts import atomic_path, load_png
+from misc.io.atomic import atomic_path
+from misc.io.png import load_png
 
 # COCO 2014's category ids: 1..90 without these ten
 MISSING_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)

@@ -195,7 +195,7 @@ def convert_deeplab_pytorch(state: dict) -> tuple[dict, list[str]]:
 def convert_file(src: str | Path, dst: str | Path) -> str:
     """Convert a deeplab-pytorch .pth; writes a whole DeepLab state_dict when the file has ASPP
     weights, else a backbone-only state_dict in torchvision format. Returns a summary line."""
-    from misc.artifacts import save_checkpoint
+    from misc.io.checkpoints import save_checkpoint
     state = torch.load(src, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]

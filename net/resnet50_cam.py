@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from misc.artifacts import CheckpointKeys
+from misc.io.checkpoints import CheckpointKeys
 from net.resnet50 import reference_backbone
 
 # the reference's alias module lists -> the modules they alias (same tensors, saved twice)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from misc.artifacts import CheckpointKeys
+from misc.io.checkpoints import CheckpointKeys
 from net.resnet50 import ResNet50, load_backbone_weights
 
 REFERENCE_LOSS_BUFFERS = ("path_indices", "ind_from", "ind_to", "disp_target")
@@ -36,7 +36,7 @@ class MeanShift(nn.Module):
 
     Its only state is the reference's `running_mean` buffer (num_features,). Training never
     changes it: train_irn sets it once, after the last epoch, to the mean displacement over
-    --infer_list computed in eval mode (misc.ins_seg.fit_mean_shift, docs/pipeline.md §3.9)."""
+    --infer_list computed in eval mode (misc.irn.ins_seg.fit_mean_shift, docs/pipeline.md §3.9)."""
 
     def __init__(self, num_features: int):
         super().__init__()

@@ -17,16 +17,17 @@ from typing import Callable, Iterator
 import torch
 
 from coco14.dataloader import COCODataset
-from misc import dist
-from misc.artifacts import append_metrics, load_checkpoint
-from misc.dataset import SegDataset, load_img_name_list
-from misc.ir_label import make_ir_labels
-from misc.log import log
-from misc.metrics import evaluate_label_pngs, summary
-from misc.precision import low_precision, prepare_model
-from misc.records import begin_output, end_output, file_input, folder_input, is_done, make_record, mismatch
-from misc.samples import MultiScaleDataset
-from misc.seed_eval import evaluate_seeds
+from misc.data.dataset import SegDataset, load_img_name_list
+from misc.data.samples import MultiScaleDataset
+from misc.engine import dist
+from misc.engine.log import log
+from misc.engine.precision import low_precision, prepare_model
+from misc.eval.metrics import evaluate_label_pngs, summary
+from misc.eval.seed_eval import evaluate_seeds
+from misc.io.checkpoints import load_checkpoint
+from misc.io.metrics_file import append_metrics
+from misc.io.records import begin_output, end_output, file_input, folder_input, is_done, make_record, mismatch
+from misc.seeds.ir_label import make_ir_labels
 from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
 from step.dataflow import STEP_IO, list_of, path_of
 from voc12.dataloader import VOCDataset
@@ -118,7 +119,7 @@ def cpu_workers(args: argparse.Namespace) -> int:
 
 
 def train_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of misc.train.train shared by train_cam, train_amn and train_irn:
+    """The keyword arguments of misc.engine.train.train shared by train_cam, train_amn and train_irn:
     loader workers, seed, --amp / --channels_last, and the resumable state (every
     --checkpoint_every steps; a rerun continues from it unless --resume False or --overwrite
     True)."""

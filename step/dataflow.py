@@ -1,4 +1,4 @@
-"""What each step reads and writes, by flag: one table that the output records (misc.records,
+"""What each step reads and writes, by flag: one table that the output records (misc.io.records,
 docs/outputs.md) and the plan check before the first step (step/plan.py) both read.
 
 A path is named by the flag that holds it (`cam_out_dir`, `amn_weights_name`, ...) and, for a

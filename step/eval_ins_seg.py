@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from misc import dist
-from misc.artifacts import append_metrics
-from misc.ins_eval import DEFAULT_THRESHOLDS, eval_ins_seg_files, summary
-from misc.log import log
+from misc.engine import dist
+from misc.engine.log import log
+from misc.eval.ins_eval import DEFAULT_THRESHOLDS, eval_ins_seg_files, summary
+from misc.io.metrics_file import append_metrics
 from step.common import dataset, eval_ids
 
 

@@ -21,11 +21,12 @@ from typing import Callable
 
 import torch
 
-from misc import dist
-from misc.artifacts import append_metrics, load_checkpoint
-from misc.log import log
-from misc.metrics import evaluate_label_pngs, summary
-from misc.seg_inference import SegInferSettings, predict_ids
+from misc.engine import dist
+from misc.engine.log import log
+from misc.eval.metrics import evaluate_label_pngs, summary
+from misc.eval.seg_inference import SegInferSettings, predict_ids
+from misc.io.checkpoints import load_checkpoint
+from misc.io.metrics_file import append_metrics
 from net.deeplabv2 import deeplab_v2_msc
 from step import common
 

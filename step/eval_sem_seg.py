@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from misc import dist
-from misc.artifacts import append_metrics
-from misc.log import log
-from misc.metrics import evaluate_label_pngs, summary
+from misc.engine import dist
+from misc.engine.log import log
+from misc.eval.metrics import evaluate_label_pngs, summary
+from misc.io.metrics_file import append_metrics
 from step.common import dataset, eval_ids
 
 

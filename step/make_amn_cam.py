@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 
-from misc.artifacts import load_checkpoint
-from misc.log import log
-from misc.multiscale import amn_merge, run_multiscale_inference
-from misc.samples import MultiScaleDataset
+from misc.data.samples import MultiScaleDataset
+from misc.engine.log import log
+from misc.io.checkpoints import load_checkpoint
+from misc.seeds.multiscale import amn_merge, run_multiscale_inference
 from step import common
 
 

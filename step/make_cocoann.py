@@ -12,11 +12,12 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
-from misc import dist
-from misc.artifacts import append_metrics, load_png
-from misc.coco_export import CocoImage, export_coco, semantic_segments
-from misc.ins_seg import load_instances
-from misc.log import log
+from misc.engine import dist
+from misc.engine.log import log
+from misc.eval.coco_export import CocoImage, export_coco, semantic_segments
+from misc.io.metrics_file import append_metrics
+from misc.io.png import load_png
+from misc.irn.ins_seg import load_instances
 from step.common import dataset, id_list
 
 

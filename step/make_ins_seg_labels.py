@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from misc import dist
-from misc.artifacts import load_maps
-from misc.ins_seg import edge_and_displacement, instance_masks, save_instances
-from misc.log import log
+from misc.engine import dist
+from misc.engine.log import log
+from misc.io.maps import load_maps
+from misc.irn.ins_seg import edge_and_displacement, instance_masks, save_instances
 from step import common
 
 

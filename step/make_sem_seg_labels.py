@@ -3,7 +3,7 @@
 
 IRN runs on [image, mirror] pairs zero-padded on the right/bottom to --irn_crop_size when the
 image fits (the reference pads VOC to 512; larger images, as on COCO, are not padded). The
-random walk is the sparse exact form (misc.random_walk).
+random walk is the sparse exact form (misc.irn.random_walk).
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from misc import dist
-from misc.artifacts import load_maps, save_png
-from misc.log import log
-from misc.sem_seg import boundary_map, pseudo_mask
+from misc.engine import dist
+from misc.engine.log import log
+from misc.io.maps import load_maps
+from misc.io.png import save_png
+from misc.irn.sem_seg import boundary_map, pseudo_mask
 from step import common
 
 

@@ -4,7 +4,7 @@ the lists name images of the dataset, and the disk holds the outputs. Every prob
 collected and raised at once, in seconds, instead of one at a time hours into the run.
 
 What each pass reads and writes comes from step/dataflow.py (STEP_IO); the checkpoint checks
-reuse the loaders of misc/artifacts.py and net/resnet50.py, so their messages are the steps'.
+reuse the loaders of misc/io/ and net/resnet50.py, so their messages are the steps'.
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from typing import Callable, Iterable
 import torch
 from PIL import Image
 
-from misc import dist
-from misc.artifacts import load_checkpoint
-from misc.dataset import load_img_name_list
-from misc.log import log
+from misc.data.dataset import load_img_name_list
+from misc.engine import dist
+from misc.engine.log import log
+from misc.io.checkpoints import load_checkpoint
 from net.deeplabv2 import BACKBONES, SEG_WEIGHTS_HELP, deeplab_v2_msc
 from net.resnet50 import WEIGHTS_HELP, ResNet50, load_backbone_weights
 from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
@@ -63,7 +63,7 @@ UNLABELLED = ("seg_eval_list", "seg_test_list")
 MADE_AS = {"seg_label_dir": "sem_seg_out_dir"}
 # eval_ins_seg scores the ids of the split that were made and skips the rest
 PARTIAL_READS = {("eval_ins_seg", "ins_seg_out_dir")}
-# training passes: (list, batch flag); misc.dist.GlobalBatchSampler needs one whole batch
+# training passes: (list, batch flag); misc.engine.dist.GlobalBatchSampler needs one whole batch
 BATCHES = {"train_cam": ("train_list", "cam_batch_size"),
            "train_amn": ("train_list", "amn_batch_size"),
            "train_irn": ("train_list", "irn_batch_size"),

@@ -12,13 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from misc import dist
-from misc.artifacts import append_metrics, load_png
-from misc.log import log
-from misc.losses import balanced_smoothed_ce, downsample_labels
-from misc.metrics import confusion_matrix, summary
-from misc.samples import MultiScaleDataset, SegmentationDataset
-from misc.train import train
+from misc.data.samples import MultiScaleDataset, SegmentationDataset
+from misc.engine import dist
+from misc.engine.log import log
+from misc.engine.losses import balanced_smoothed_ce, downsample_labels
+from misc.engine.train import train
+from misc.eval.metrics import confusion_matrix, summary
+from misc.io.metrics_file import append_metrics
+from misc.io.png import load_png
 from step import common
 
 

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from misc import dist
-from misc.artifacts import append_metrics
-from misc.log import log
-from misc.metrics import mean_average_precision
-from misc.optim import PolyOptimizer
-from misc.precision import low_precision
-from misc.samples import ClassificationDataset
-from misc.train import train
+from misc.data.samples import ClassificationDataset
+from misc.engine import dist
+from misc.engine.log import log
+from misc.engine.optim import PolyOptimizer
+from misc.engine.precision import low_precision
+from misc.engine.train import train
+from misc.eval.metrics import mean_average_precision
+from misc.io.metrics_file import append_metrics
 from step import common
 
 

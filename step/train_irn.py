@@ -18,15 +18,15 @@ from functools import lru_cache
 import torch
 from torch.utils.data import DataLoader
 
-from misc import dist
-from misc.artifacts import append_metrics
-from misc.ins_seg import fit_mean_shift
-from misc.log import log
-from misc.losses import downsample_labels, irn_loss
-from misc.optim import PolyOptimizer
-from misc.path_index import PathIndex
-from misc.samples import ClassificationDataset, SegmentationDataset
-from misc.train import train
+from misc.data.samples import ClassificationDataset, SegmentationDataset
+from misc.engine import dist
+from misc.engine.log import log
+from misc.engine.losses import downsample_labels, irn_loss
+from misc.engine.optim import PolyOptimizer
+from misc.engine.train import train
+from misc.io.metrics_file import append_metrics
+from misc.irn.ins_seg import fit_mean_shift
+from misc.irn.path_index import PathIndex
 from step import common
 
 TRAIN_RADIUS = 10

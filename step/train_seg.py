@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from misc import dist
-from misc.artifacts import append_metrics
-from misc.log import log
-from misc.losses import downsample_labels, pixel_ce
-from misc.optim import PolyOptimizer
-from misc.samples import SegTrainDataset
-from misc.train import train
+from misc.data.samples import SegTrainDataset
+from misc.engine import dist
+from misc.engine.log import log
+from misc.engine.losses import downsample_labels, pixel_ce
+from misc.engine.optim import PolyOptimizer
+from misc.engine.train import train
+from misc.io.metrics_file import append_metrics
 from net.deeplabv2 import MSC, deeplab_v2_msc
 from step import common
 

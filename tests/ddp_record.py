@@ -10,7 +10,7 @@ import run_sample
 import step.train_amn
 import step.train_cam
 import step.train_irn
-from misc import dist
+from misc.engine import dist
 
 
 def _recording(train, records: list):

@@ -1,4 +1,4 @@
-"""`python tests/ddp_tiny_train.py OUT` (alone or under torchrun, gloo): misc.train.train on a
+"""`python tests/ddp_tiny_train.py OUT` (alone or under torchrun, gloo): misc.engine.train.train on a
 tiny dropout network, 3 epochs of 4 steps, a resumable state every step, resuming on.
 
 Each rank's random stream is its own: the end-of-epoch hook draws on rank 0 only (as
@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from misc import dist
-from misc.train import NonFiniteLoss, train
+from misc.engine import dist
+from misc.engine.train import NonFiniteLoss, train
 
 
 class Points(Dataset):

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from misc.artifacts import load_checkpoint, save_checkpoint, save_png
-from misc.losses import balanced_smoothed_ce, downsample_labels, pil_nearest_indices
-from misc.multiscale import amn_merge
+from misc.engine.losses import balanced_smoothed_ce, downsample_labels, pil_nearest_indices
+from misc.io.checkpoints import load_checkpoint, save_checkpoint
+from misc.io.png import save_png
+from misc.seeds.multiscale import amn_merge
 from net.resnet50_amn import Net
 
 

@@ -1,5 +1,5 @@
 """Checkpoints: the reference's files (its keys, shapes and dtypes, random values) and this
-project's own files load strictly into the networks through misc.artifacts.load_checkpoint, the
+project's own files load strictly into the networks through misc.io.checkpoints.load_checkpoint, the
 function the steps use; IRN's displacement mean is set by train_irn's eval-mode pass only; bad
 files give clear messages that name the file, what it holds and the fix (docs/pipeline.md §2.9)."""
 from __future__ import annotations
@@ -12,8 +12,9 @@ import torch
 
 import run_sample
 from misc import imutils
-from misc.artifacts import load_checkpoint, load_png, save_checkpoint, save_png
-from misc.train import state_path
+from misc.engine.train import state_path
+from misc.io.checkpoints import load_checkpoint, save_checkpoint
+from misc.io.png import load_png, save_png
 from net import deeplabv2, resnet50_amn, resnet50_cam, resnet50_irn
 from net.resnet50 import ResNet50
 from step import train_irn
@@ -233,7 +234,7 @@ def test_bad_file_messages(case, tmp_path):
     write, message = BAD_FILES[case]
     path = tmp_path / "res50_cam.pth"
     if case == "training_state":
-        path = state_path(path)  # where misc.train writes it
+        path = state_path(path)  # where misc.engine.train writes it
     write(path)
     before = path.read_bytes()
     net = resnet50_cam.Net(3)

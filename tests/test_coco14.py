@@ -14,9 +14,9 @@ from pycocotools import mask as mask_utils
 from coco14.dataloader import COCO14_DIR, GT_FOLDER, LABELS_FILE, COCODataset, detect_layout
 from coco14.prepare import ImageRecord, Instance, instance_mask, main, prepare, render_semantic
 from misc import imutils
-from misc.artifacts import load_png
-from misc.dataset import SegDataset, check_ids
-from misc.samples import ClassificationDataset, MultiScaleDataset, SegmentationDataset
+from misc.data.dataset import SegDataset, check_ids
+from misc.data.samples import ClassificationDataset, MultiScaleDataset, SegmentationDataset
+from misc.io.png import load_png
 
 GAPS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
 CAT_IDS = [i for i in range(1, 91) if i not in GAPS]          # the 80 real COCO ids

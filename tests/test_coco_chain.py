@@ -10,7 +10,8 @@ import pytest
 import run_sample
 from coco14.dataloader import COCODataset
 from data.toy_coco import CATEGORY_IDS, UNANNOTATED_EVERY, build_toy_coco
-from misc.artifacts import load_maps, load_png
+from misc.io.maps import load_maps
+from misc.io.png import load_png
 from tests.tiny import flags
 
 

@@ -1,4 +1,4 @@
-"""misc.coco_export: the exported file loads with pycocotools and scores AP 1.0 against itself."""
+"""misc.eval.coco_export: the exported file loads with pycocotools and scores AP 1.0 against itself."""
 from __future__ import annotations
 
 import contextlib
@@ -11,7 +11,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from misc.coco_export import CocoImage, coco_results, export_coco, semantic_segments
+from misc.eval.coco_export import CocoImage, coco_results, export_coco, semantic_segments
 
 NAMES = ["red", "green", "blue"]
 

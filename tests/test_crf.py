@@ -6,11 +6,12 @@ import pydensecrf.densecrf as dcrf
 import pytest
 from PIL import Image
 
-import misc.crf
-import misc.ir_label
-from misc.artifacts import load_png, save_maps
-from misc.crf import compose_ir_label, crf_inference_label, ir_label_from_scores
-from misc.ir_label import make_ir_labels
+import misc.seeds.crf
+import misc.seeds.ir_label
+from misc.io.maps import save_maps
+from misc.io.png import load_png
+from misc.seeds.crf import compose_ir_label, crf_inference_label, ir_label_from_scores
+from misc.seeds.ir_label import make_ir_labels
 
 
 def test_compose_ir_label_hand_made():
@@ -93,7 +94,7 @@ def _fake_dataset(root):
 
 
 def test_make_ir_labels_workers_and_skip(tmp_path, monkeypatch):
-    monkeypatch.setattr(misc.ir_label, "MIN_JOBS_FOR_POOL", 1)  # a pool even for 2 images
+    monkeypatch.setattr(misc.seeds.ir_label, "MIN_JOBS_FOR_POOL", 1)  # a pool even for 2 images
     ids = _fake_dataset(tmp_path)
     args = dict(image_path=lambda i: tmp_path / "img" / f"{i}.jpg", fg_thres=0.3, bg_thres=0.05)
     r1 = make_ir_labels(ids, tmp_path / "cam", out_dir=tmp_path / "o1",
@@ -165,7 +166,7 @@ def test_ir_label_crf_uses_the_reference_hyperparameters(monkeypatch):
     gt_prob 0.7 (label 0 an ordinary class), Gaussian sxy 3 / compat 3, bilateral sxy 50 /
     srgb 5 / compat 10 on the RGB image, 10 mean-field iterations."""
     _RecordingCRF.calls = []
-    monkeypatch.setattr(misc.crf.dcrf, "DenseCRF2D", _RecordingCRF)
+    monkeypatch.setattr(misc.seeds.crf.dcrf, "DenseCRF2D", _RecordingCRF)
     img = _two_tone(12, 16, edge=8)
     scores = np.zeros((2, 12, 16), np.float32)
     scores[0, :, 9:] = 0.8

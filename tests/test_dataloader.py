@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from misc import imutils
-from misc.dataset import ClassLabels, load_img_name_list
-from misc.samples import ClassificationDataset, SegmentationDataset
+from misc.data.dataset import ClassLabels, load_img_name_list
+from misc.data.samples import ClassificationDataset, SegmentationDataset
 from voc12.dataloader import VOCDataset
 
 

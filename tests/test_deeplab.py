@@ -8,16 +8,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import misc.train
+import misc.engine.train
 import run_sample
 from misc import imutils
-from misc.artifacts import load_checkpoint, load_png, save_png
-from misc.crf import crf_inference_prob
+from misc.data.samples import SegTrainDataset
+from misc.engine.losses import pixel_ce
+from misc.engine.optim import PolyOptimizer
+from misc.engine.train import state_path, train
 from misc.imutils import voc_palette
-from misc.losses import pixel_ce
-from misc.optim import PolyOptimizer
-from misc.samples import SegTrainDataset
-from misc.train import state_path, train
+from misc.io.checkpoints import load_checkpoint
+from misc.io.png import load_png, save_png
+from misc.seeds.crf import crf_inference_prob
 from net.deeplabv2 import DeepLabV2, convert_deeplab_pytorch, convert_file, deeplab_v2_msc
 from net.resnet50 import ResNet50
 from step.train_seg import param_groups
@@ -261,8 +262,8 @@ def test_train_and_eval_seg_end_to_end(tmp_path, monkeypatch):
         misc_train_save_state(path, *args)
         saved_states.append((args[2], path.is_file()))  # (step, written)
 
-    misc_train_save_state = misc.train._save_state
-    monkeypatch.setattr(misc.train, "_save_state", recording_save_state)
+    misc_train_save_state = misc.engine.train._save_state
+    monkeypatch.setattr(misc.engine.train, "_save_state", recording_save_state)
     flags = seg_flags(root, tmp_path, weights) + [
         "--train_seg_pass", "True", "--eval_seg_pass", "True", "--seg_infer_flip", "True",
         "--seg_checkpoint_every", "1",

@@ -7,8 +7,8 @@ from PIL import Image
 
 import run_sample
 import step.make_amn_cam
-from misc.artifacts import load_maps
-from misc.optim import PolyOptimizer
+from misc.engine.optim import PolyOptimizer
+from misc.io.maps import load_maps
 from net.resnet50_amn import Net
 
 

@@ -97,7 +97,7 @@ def test_two_process_resume_is_bit_identical(tmp_path, capsys):
     """Killed after step 6 (mid epoch 2, once the ranks' random streams differ) and rerun, two
     processes end with the uninterrupted run's weights and losses: each rank gets its own RNG
     back. A state of another process count resumes with a warning."""
-    from misc.train import state_path
+    from misc.engine.train import state_path
     from tests import ddp_tiny_train
 
     ref, killed = tmp_path / "ref", tmp_path / "killed"
@@ -126,7 +126,7 @@ def test_two_process_resume_is_bit_identical(tmp_path, capsys):
 def test_nan_on_one_rank_stops_both(tmp_path):
     """A NaN loss on rank 1 only: the mean is NaN on both ranks, both stop with the message
     (no rank left waiting in a collective) and the state on disk is the last good one."""
-    from misc.train import state_path
+    from misc.engine.train import state_path
 
     proc = _tiny(tmp_path, NAN_AT="5:1")
     assert proc.returncode != 0

@@ -81,7 +81,7 @@ def test_network_flags_import_the_named_module(fake_voc, tmp_path, monkeypatch):
 def test_amp_and_layout_defaults_by_profile(fake_voc):
     """float32 for the reference profiles; the toy profile takes bf16 where the device computes
     it natively (auto) and channels_last; explicit flags win."""
-    from misc.precision import native_bf16
+    from misc.engine.precision import native_bf16
     args = _resolve(["--voc12_root", str(fake_voc), "--device", "cpu"])
     assert (args.amp, args.channels_last) == (False, False)
     args = _resolve(["--voc12_root", str(fake_voc), "--device", "cpu", "--profile", "toy"])

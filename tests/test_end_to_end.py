@@ -8,8 +8,9 @@ from PIL import Image
 
 import run_sample
 from data.toy_dataset import ToyConfig
-from misc.artifacts import load_maps, load_png
-from misc.ins_seg import load_instances
+from misc.io.maps import load_maps
+from misc.io.png import load_png
+from misc.irn.ins_seg import load_instances
 from tests import reference_ops
 from tests.tiny import TINY_PROFILE
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import run_sample
-from misc.artifacts import load_maps
+from misc.io.maps import load_maps
 from net import resnet50_cam, resnet50_irn
 from net.resnet50 import ResNet50
 from tests.tiny import flags

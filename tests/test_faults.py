@@ -1,5 +1,5 @@
 """Faults handled: a non-finite loss or weights stop training with the last good state kept
-(misc/train.py), and a second run on the same output folders is refused (misc/lock.py)."""
+(misc/engine/train.py), and a second run on the same output folders is refused (misc/io/lock.py)."""
 import os
 import signal
 import subprocess
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import run_sample
-from misc import lock
-from misc.train import NonFiniteLoss, state_path, train
+from misc.engine.train import NonFiniteLoss, state_path, train
+from misc.io import lock
 from tests.ddp_tiny_train import Points, network
 from tests.tiny import REPO, flags, write_fake_voc
 
@@ -99,7 +99,7 @@ def test_nan_before_any_state(tmp_path):
 
 # holds the lock and forks a child that outlives it, as a killed run's loader workers do
 HOLD = """import os, sys, time
-from misc.lock import lock_folders
+from misc.io.lock import lock_folders
 lock_folders([sys.argv[1]], "python run_sample.py --first")
 child = os.fork()
 if child == 0:
@@ -109,7 +109,7 @@ print("held", child, flush=True)
 time.sleep(120)
 """
 TRY = """import sys
-from misc.lock import FolderInUse, lock_folders
+from misc.io.lock import FolderInUse, lock_folders
 try:
     lock_folders([sys.argv[1]], "python run_sample.py --second")
 except FolderInUse as err:

@@ -1,12 +1,11 @@
-"""misc.ins_eval: VOC mask AP (all-point, the reference evaluator's default) against a brute-force
+"""misc.eval.ins_eval: VOC mask AP (all-point, the reference evaluator's default) against a brute-force
 computation written here, on hand-made cases (docs/pipeline.md §3.12)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from misc.artifacts import save_png
-from misc.ins_eval import (
+from misc.eval.ins_eval import (
     GtInstances,
     InsSegEvaluator,
     average_precision,
@@ -17,7 +16,8 @@ from misc.ins_eval import (
     mask_iou,
     summary,
 )
-from misc.ins_seg import InstanceResult, save_instances
+from misc.io.png import save_png
+from misc.irn.ins_seg import InstanceResult, save_instances
 
 THRESHOLDS = (0.5, 0.25, 0.75)
 

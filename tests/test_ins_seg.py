@@ -1,4 +1,4 @@
-"""misc.ins_seg: centroids, instance map, segments and the whole make_ins_seg mechanism against
+"""misc.irn.ins_seg: centroids, instance map, segments and the whole make_ins_seg mechanism against
 brute-force per-pixel references written here (docs/pipeline.md §3.12); displacement mean."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from misc.ins_seg import (
+from misc.irn.ins_seg import (
     InstanceResult,
     best_channel,
     connected_components,
@@ -23,7 +23,7 @@ from misc.ins_seg import (
     load_instances,
     save_instances,
 )
-from misc.random_walk import dense_random_walk
+from misc.irn.random_walk import dense_random_walk
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -19,11 +19,12 @@ from pycocotools.cocoeval import COCOeval
 
 import run_sample
 from misc import imutils
-from misc.artifacts import load_png, save_maps, save_png
-from misc.coco_export import coco_results
-from misc.ins_eval import load_gt_instances
-from misc.ins_seg import InstanceResult, load_instances, save_instances
-from misc.sem_seg import boundary_map
+from misc.eval.coco_export import coco_results
+from misc.eval.ins_eval import load_gt_instances
+from misc.io.maps import save_maps
+from misc.io.png import load_png, save_png
+from misc.irn.ins_seg import InstanceResult, load_instances, save_instances
+from misc.irn.sem_seg import boundary_map
 from net import resnet50_irn
 from net.resnet50 import ResNet50
 from tests.tiny import flags

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from misc.losses import irn_loss
+from misc.engine.losses import irn_loss
 
 
 def direct_irn_loss(aff, disp, targets, bg, fg, neg):

@@ -19,8 +19,8 @@ def project_modules() -> dict[str, Path]:
     """Dotted module name -> file, for every module of the layered packages."""
     mods = {"run_sample": REPO / "run_sample.py"}
     for package in LAYERS:
-        for path in sorted((REPO / package).glob("*.py")):
-            mods[f"{package}.{path.stem}"] = path
+        for path in sorted((REPO / package).rglob("*.py")):
+            mods[".".join(path.relative_to(REPO).with_suffix("").parts)] = path
     return mods
 
 

@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from misc import imutils
-from misc.artifacts import load_png, save_maps, save_png
-from misc.seed_eval import evaluate_seeds
-from misc.seg_inference import SegInferSettings, predict_ids
+from misc.eval.seed_eval import evaluate_seeds
+from misc.eval.seg_inference import SegInferSettings, predict_ids
+from misc.io.maps import save_maps
+from misc.io.png import load_png, save_png
 
 
 def _iou(pred: np.ndarray, gt: np.ndarray, n: int) -> float:

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from misc import imutils
-from misc.artifacts import load_maps
-from misc.multiscale import amn_merge, cam_merge, run_multiscale_inference
-from misc.samples import MultiScaleDataset
+from misc.data.samples import MultiScaleDataset
+from misc.io.maps import load_maps
+from misc.seeds.multiscale import amn_merge, cam_merge, run_multiscale_inference
 from tests import reference_ops as ref
 from voc12.dataloader import VOCDataset
 

@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from misc.artifacts import load_maps, save_maps, save_png
-from misc.metrics import (
+from misc.eval.metrics import (
     ThresholdSweep,
     confusion_matrix,
     evaluate_maps,
@@ -15,6 +14,8 @@ from misc.metrics import (
     mean_iou,
     summary,
 )
+from misc.io.maps import load_maps, save_maps
+from misc.io.png import save_png
 
 
 def _brute_confusion(pred, gt, n, ignore_pred=None):

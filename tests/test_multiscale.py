@@ -4,15 +4,15 @@ import torch
 import torch.nn.functional as F
 
 from misc import imutils
-from misc.artifacts import load_maps
-from misc.multiscale import (
+from misc.data.samples import MultiScaleDataset
+from misc.io.maps import load_maps
+from misc.seeds.multiscale import (
     cam_merge,
     flip_views_forward,
     padded_flip_views_forward,
     run_multiscale_inference,
     size_batches,
 )
-from misc.samples import MultiScaleDataset
 from voc12.dataloader import VOCDataset
 
 SCALES = (1.0, 0.5, 1.5, 2.0)
@@ -68,7 +68,7 @@ def _per_image(forward, imgs, labels, reduce):
 def test_padded_batch_equals_each_image_alone_on_the_real_networks():
     """Images of different sizes in one masked, padded pass: the CAM and (deterministic) AMN
     outputs equal each image's own pass up to float rounding; without the masks they do not."""
-    from misc.padded_batch import crop_outputs, pad_to_canvas
+    from misc.seeds.padded_batch import crop_outputs, pad_to_canvas
     from net import resnet50_amn, resnet50_cam
     torch.manual_seed(0)
     sizes = [(40, 52), (33, 47), (48, 36), (17, 70)]

@@ -1,10 +1,10 @@
-"""misc.path_index against docs/pipeline.md (§3.9) and direct loops over sources and directions."""
+"""misc.irn.path_index against docs/pipeline.md (§3.9) and direct loops over sources and directions."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from misc.path_index import PathIndex, direction_path, directions
+from misc.irn.path_index import PathIndex, direction_path, directions
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -2,7 +2,7 @@
 nothing beyond rounding."""
 import torch
 
-from misc.precision import as_float32, grad_scaler, low_precision, prepare_model
+from misc.engine.precision import as_float32, grad_scaler, low_precision, prepare_model
 
 
 class _Net(torch.nn.Module):
@@ -42,7 +42,7 @@ def test_loss_scaler_only_for_float16():
 
 
 def test_training_with_amp_follows_the_float32_curve(tmp_path):
-    from misc.train import train
+    from misc.engine.train import train
     from tests.ddp_tiny_train import Points, network
 
     def mse(model, batch):

@@ -1,4 +1,4 @@
-"""Tests of the background-thread prefetch (misc/prefetch.py)."""
+"""Tests of the background-thread prefetch (misc/engine/prefetch.py)."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import data.pretrain_backbone as pb
-from misc.prefetch import ahead, drawn_ahead
+from misc.engine.prefetch import ahead, drawn_ahead
 
 
 def test_ahead_yields_what_a_plain_loop_draws_from_a_seeded_generator() -> None:

@@ -1,10 +1,10 @@
-"""misc.random_walk: sparse steps against the literal dense reference formula (§3.10 step 3)."""
+"""misc.irn.random_walk: sparse steps against the literal dense reference formula (§3.10 step 3)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from misc.random_walk import dense_random_walk, random_walk, transition_operator
+from misc.irn.random_walk import dense_random_walk, random_walk, transition_operator
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import run_sample
-from misc.artifacts import load_maps, load_png
-from misc.records import begin_output, end_output, is_done, make_record, mismatch, read_record
+from misc.io.maps import load_maps
+from misc.io.png import load_png
+from misc.io.records import begin_output, end_output, is_done, make_record, mismatch, read_record
 from net import resnet50_cam
 from net.resnet50 import ResNet50
 from tests.tiny import flags

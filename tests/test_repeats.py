@@ -1,4 +1,4 @@
-"""repeat.py and misc/repeats.py: seed folders, finished seeds, the aggregation over seeds, and
+"""repeat.py and misc/report/repeats.py: seed folders, finished seeds, the aggregation over seeds, and
 two tiny CAM-only seeds end to end with a rerun that skips both."""
 from __future__ import annotations
 
@@ -11,14 +11,7 @@ import pytest
 
 import repeat
 import run_sample
-from misc.repeats import (
-    aggregate,
-    claims,
-    is_finished,
-    mark_finished,
-    threshold_bands,
-    write_summary,
-)
+from misc.report.repeats import aggregate, claims, is_finished, mark_finished, threshold_bands, write_summary
 from tests.tiny import flags
 
 

@@ -4,8 +4,9 @@ import json
 import numpy as np
 from PIL import Image
 
-from misc.artifacts import save_maps, save_png
-from misc.report import foreground_heatmap, latest_records, plot_examples, results_table
+from misc.io.maps import save_maps
+from misc.io.png import save_png
+from misc.report.run_report import foreground_heatmap, latest_records, plot_examples, results_table
 
 
 def test_table_takes_the_latest_record_and_survives_a_cut_line(tmp_path):
@@ -53,8 +54,8 @@ def test_example_grid_leaves_out_missing_columns(tmp_path):
 
 
 def test_instance_row_and_column(tmp_path):
-    from misc.ins_seg import InstanceResult, save_instances
-    from misc.report import colour_instances
+    from misc.irn.ins_seg import InstanceResult, save_instances
+    from misc.report.run_report import colour_instances
     rec = {"step": "eval_ins_seg", "split": "train", "map": 0.377, "map@0.5": 0.377,
            "map@0.25": 0.5, "map@0.75": None}
     table = results_table({"eval_ins_seg": rec}, {}, ["eval_ins_seg"])
@@ -84,7 +85,7 @@ def _sweep(values: list[float], start: float = 0.05) -> dict[str, float]:
 
 
 def test_plateau_contiguous_and_detached():
-    from misc.report import plateau
+    from misc.report.run_report import plateau
     # best 0.50 @ 0.20; 0.47 (exactly 3 points lower) is in, 0.46 out
     assert plateau(_sweep([0.30, 0.46, 0.48, 0.50, 0.47, 0.40])) == (0.15, 0.25)
     # a detached bump at 0.35 qualifies but lies beyond a dip: only the run around the best
@@ -97,14 +98,14 @@ def test_plateau_contiguous_and_detached():
 
 
 def test_random_walk_gain():
-    from misc.report import random_walk_gain
+    from misc.report.run_report import random_walk_gain
     records = {"eval_sem_seg": {"miou": 0.60}, "eval_amn_cam": {"best_miou": 0.52, "miou": 0.4}}
     assert abs(random_walk_gain(records) - 0.08) < 1e-12
     assert random_walk_gain({"eval_sem_seg": {"miou": 0.6}}) is None
 
 
 def test_report_shows_gain_and_plateaus(tmp_path):
-    from misc.report import write_report
+    from misc.report.run_report import write_report
     metrics = tmp_path / "metrics.jsonl"
     cam = {"step": "eval_cam", "split": "train", "threshold": 0.15, "miou": 0.40,
            "best_miou": 0.42, "best_threshold": 0.20,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from misc.artifacts import load_maps
-from misc.train import state_path
+from misc.engine.train import state_path
+from misc.io.maps import load_maps
 from net.resnet50 import ResNet50
 from tests.tiny import REPO, flags
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from misc.random_walk import dense_random_walk
-from misc.sem_seg import boundary_map, pseudo_mask
+from misc.irn.random_walk import dense_random_walk
+from misc.irn.sem_seg import boundary_map, pseudo_mask
 from tests import reference_ops as ref
 
 

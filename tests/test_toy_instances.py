@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from data.toy_dataset import VOID, ToyConfig, ensure_toy_dataset, is_complete
-from misc.ins_eval import load_gt_instances
+from misc.eval.ins_eval import load_gt_instances
 
 # decoded PNG pixels, lists, labels and marker of ToyConfig.tiny() as built before the object
 # maps were added (JPEGs left out: their bytes depend on the JPEG library)

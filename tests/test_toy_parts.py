@@ -18,7 +18,7 @@ from data.toy_parts import (
     main,
     render_scene,
 )
-from misc.dataset import check_ids, load_img_name_list
+from misc.data.dataset import check_ids, load_img_name_list
 from voc12.dataloader import VOCDataset
 
 TINY = PartsConfig.tiny()

@@ -3,14 +3,14 @@
 A root holds JPEGImages/<id>.jpg, SegmentationClass/<id>.png for evaluation and
 ImageSets/Segmentation/<split>.txt. Image-level labels come from a plain CSV
 (`image_id,<class names...>` then 0/1 rows), so the class count and names come from the dataset,
-never from a hard-coded 20. Implements `misc.dataset.SegDataset`.
+never from a hard-coded 20. Implements `misc.data.dataset.SegDataset`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-from misc.dataset import ClassLabels, LabelledRoot
+from misc.data.dataset import ClassLabels, LabelledRoot
 from misc.imutils import IGNORE
 
 VOC12_DIR = Path(__file__).resolve().parent

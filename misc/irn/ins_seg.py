@@ -10,7 +10,7 @@ Per image, on the device of the inputs and vectorised over all pixels at once:
    "instance", as in the reference); instances are numbered like the reference (that group
    first, then components by their first pixel in raster order);
 3. class x instance seeds: every class CAM restricted to every instance region, (K*I, h4, w4),
-   class-major; one call of `misc.random_walk.random_walk` for all of them;
+   class-major; one call of `misc.irn.random_walk.random_walk` for all of them;
 4. x4 bilinear upsampling, crop to (H, W), division by the global max, constant background
    `bg_thres` first, argmax;
 5. segments: 4-connected components of each class x instance mask; score = max normalised random
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from misc.artifacts import atomic_path
-from misc.random_walk import random_walk
+from misc.io.atomic import atomic_path
+from misc.irn.random_walk import random_walk
 
 CENTROID_ITERATIONS = 300
 WEAK_DISPLACEMENT = 2.5      # |D| below this (stride-4 pixels) marks an instance centre region

@@ -8,11 +8,12 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from misc.artifacts import load_maps, save_png
-from misc.crf import ir_label_from_scores
+from misc.engine.workers import cpu_pool
 from misc.imutils import read_image
-from misc.records import is_done
-from misc.workers import cpu_pool
+from misc.io.maps import load_maps
+from misc.io.png import save_png
+from misc.io.records import is_done
+from misc.seeds.crf import ir_label_from_scores
 
 # (map path, image path, output path, fg_thres, bg_thres, drop_background_channel)
 Job = tuple[str, str, str, float, float, bool]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from misc import dist, imutils
+from misc import imutils
+from misc.engine import dist
 
 
 def pil_nearest_indices(in_size: int, out_size: int, device=None) -> torch.Tensor:

@@ -15,8 +15,9 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from misc.artifacts import load_maps, load_png
 from misc.imutils import IGNORE
+from misc.io.maps import load_maps
+from misc.io.png import load_png
 
 
 def _check_range(name: str, values: np.ndarray, n_classes: int) -> None:

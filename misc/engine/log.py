@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from misc import dist
+from misc.engine import dist
 
 
 class _Tee:

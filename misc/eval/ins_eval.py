@@ -25,8 +25,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from misc.artifacts import load_png
-from misc.ins_seg import load_instances
+from misc.io.png import load_png
+from misc.irn.ins_seg import load_instances
 
 VOID = 255
 DEFAULT_THRESHOLDS = (0.5, 0.25, 0.75)
@@ -201,7 +201,7 @@ def eval_ins_seg_files(ids: Iterable[str], pred_dir: str | Path, object_dir: str
                        class_dir: str | Path, n_classes: int,
                        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                        use_07_metric: bool = False, ignore_void: bool = False) -> dict[float, dict]:
-    """`eval_ins_seg` over files: <pred_dir>/<id>.npz (misc.ins_seg.save_instances) against
+    """`eval_ins_seg` over files: <pred_dir>/<id>.npz (misc.irn.ins_seg.save_instances) against
     <object_dir>/<id>.png (SegmentationObject) and <class_dir>/<id>.png (SegmentationClass)."""
     def pairs():
         for i in ids:

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from misc.artifacts import atomic_path, load_maps, load_png
 from misc.imutils import read_image, voc_palette
-from misc.ins_seg import load_instances
+from misc.io.atomic import atomic_path
+from misc.io.maps import load_maps
+from misc.io.png import load_png
+from misc.irn.ins_seg import load_instances
 
 
 def latest_records(metrics_file: str | Path) -> dict[str, dict]:
@@ -93,7 +95,7 @@ def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
     """One row per image id: the image, then a heatmap column per entry of `heatmap_dirs`
     (<dir>/<id>.npz map files, drawn over the image), then a colour-coded column per entry of
     `label_dirs` (<dir>/<id>.png label maps), then a column per entry of `instance_dirs`
-    (<dir>/<id>.npz instance files of misc.ins_seg, one colour per segment). Columns whose
+    (<dir>/<id>.npz instance files of misc.irn.ins_seg, one colour per segment). Columns whose
     files are missing are left out; returns None when there is nothing but the images."""
     ids = list(image_paths)
     if not ids:

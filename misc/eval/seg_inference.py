@@ -19,14 +19,15 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from misc import dist, imutils
-from misc.artifacts import load_png, save_png
-from misc.crf import crf_inference_prob
+from misc import imutils
+from misc.engine import dist
+from misc.engine.log import log
+from misc.engine.workers import cpu_pool
+from misc.eval.metrics import confusion_matrix
 from misc.imutils import voc_palette
-from misc.log import log
-from misc.metrics import confusion_matrix
-from misc.records import is_done
-from misc.workers import cpu_pool
+from misc.io.png import load_png, save_png
+from misc.io.records import is_done
+from misc.seeds.crf import crf_inference_prob
 
 # A segmentation network: normalised images (B, 3, H, W) -> logits (B, n_classes, h, w).
 SegNet = torch.nn.Module
@@ -135,7 +136,7 @@ def _global_sum(conf: np.ndarray) -> np.ndarray:
 def predict_ids(model: SegNet, ids: list[str], image_path: Callable[[str], Path],
                 out_dir: Path, settings: SegInferSettings, device: torch.device,
                 n_classes: int, gt_dir: Path | None) -> np.ndarray | None:
-    """Predict every id without a current prediction in `out_dir` (`misc.records.is_done`: the
+    """Predict every id without a current prediction in `out_dir` (`misc.io.records.is_done`: the
     caller's output record decides whether existing ones are current, docs/outputs.md).
     Returns the no-CRF confusion summed over ranks when every id was predicted in this call
     and GT is given, else None."""

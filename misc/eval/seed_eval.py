@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from misc.metrics import evaluate_maps, summary
+from misc.eval.metrics import evaluate_maps, summary
 
 
 def evaluate_seeds(ids: Sequence[str], map_dir: str | Path, gt_dir: str | Path,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from misc.path_index import PathIndex
+from misc.irn.path_index import PathIndex
 
 
 @functools.lru_cache(maxsize=16)

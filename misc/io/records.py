@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from misc.artifacts import atomic_path
+from misc.io.atomic import atomic_path
 
 RECORD_NAME = ".record.json"
 

@@ -3,7 +3,7 @@ make_amn_cam (one mechanism, two configurations: the network call and the per-im
 
 Images are batched by size, and each scale of a batch is one forward pass of (2B, 3, h_s, w_s)
 holding every image and its mirror: exact when the batch shares a size, otherwise zero-padded
-with every activation masked to each image's region (misc/padded_batch.py), which gives each
+with every activation masked to each image's region (misc/seeds/padded_batch.py), which gives each
 image's own outputs up to float rounding.
 """
 from __future__ import annotations
@@ -17,12 +17,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from misc import dist
-from misc.artifacts import load_png, save_maps
+from misc.data.samples import MultiScaleDataset
+from misc.engine import dist
 from misc.imutils import pil_resize
-from misc.padded_batch import crop_outputs, pad_to_canvas, valid_region_masks
-from misc.records import is_done
-from misc.samples import MultiScaleDataset
+from misc.io.maps import save_maps
+from misc.io.png import load_png
+from misc.io.records import is_done
+from misc.seeds.padded_batch import crop_outputs, pad_to_canvas, valid_region_masks
 
 # forward(x (2B,3,h,w) normalised, labels (2B,C)) -> (2B, C', h', w') scores or logits
 ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -59,7 +60,7 @@ def padded_flip_views_forward(forward: ForwardFn, imgs: list[torch.Tensor], labe
                               reduce: str, stride: int) -> list[torch.Tensor]:
     """`flip_views_forward` for images of different sizes: [(3, h_i, w_i)] and their mirrors in
     one zero-padded pass whose activations are masked to each image's region
-    (misc/padded_batch.py), so each output equals the image's own pass up to rounding.
+    (misc/seeds/padded_batch.py), so each output equals the image's own pass up to rounding.
     Returns [(C', ceil(h_i / stride), ceil(w_i / stride))]."""
     b = len(imgs)
     canvas, valid = pad_to_canvas(list(imgs) + [img.flip(-1) for img in imgs], stride)

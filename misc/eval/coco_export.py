@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from misc.artifacts import atomic_path
-from misc.ins_seg import connected_components
+from misc.io.atomic import atomic_path
+from misc.irn.ins_seg import connected_components
 
 VOID = 255
 

@@ -74,7 +74,7 @@ def _take(path: Path, command: str, hint: str) -> bool:
         os.close(fd)
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise FolderInUse(refusal(path, holder, hint)) from None
-        # stderr rather than misc.log: this module stays free of torch, quick to import
+        # stderr rather than misc.engine.log: this module stays free of torch, quick to import
         print(f"warning: cannot lock {path} ({err}); two runs writing this folder at once "
               f"would not be stopped", file=sys.stderr, flush=True)
         return False

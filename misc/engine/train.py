@@ -1,7 +1,7 @@
 """The training loop shared by train_cam, train_amn, train_irn and train_seg.
 
 One process or several under torchrun (DistributedDataParallel): each rank takes its slice of
-every global batch (misc.dist.GlobalBatchSampler) and DDP averages the gradients, so the update
+every global batch (misc.engine.dist.GlobalBatchSampler) and DDP averages the gradients, so the update
 equals the one-process update on the same global batch. Losses are averaged over ranks before
 they are logged.
 
@@ -33,10 +33,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from misc import dist
-from misc.artifacts import atomic_path, save_checkpoint
-from misc.log import log
-from misc.precision import grad_scaler, low_precision, prepare_model
+from misc.engine import dist
+from misc.engine.log import log
+from misc.engine.precision import grad_scaler, low_precision, prepare_model
+from misc.io.atomic import atomic_path
+from misc.io.checkpoints import save_checkpoint
 
 # loss_fn(forward, batch on device) -> scalar float32 loss; `forward` is the model (or, under
 # amp / channels_last, a function calling it with float32 outputs): loss_fn only calls it
@@ -228,7 +229,7 @@ def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.
     if not math.isfinite(value):
         raise NonFiniteLoss(states.stopped(f"the loss is {value} at {where}"))
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()  # the identity unless fp16 (misc/precision.py)
+    scaler.scale(loss).backward()  # the identity unless fp16 (misc/engine/precision.py)
     scaler.step(optimizer)
     scaler.update()
     return value
@@ -244,7 +245,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
     batch `batch_size`; save the state_dict to `out_path` on the main rank.
     `make_optimizer(max_step)` builds the optimiser. Raises NonFiniteLoss on every rank when
     the loss (averaged over ranks) or the weights stop being finite. `amp` / `channels_last`:
-    the model's forward in mixed precision / that layout (misc/precision.py); `loss_fn` gets
+    the model's forward in mixed precision / that layout (misc/engine/precision.py); `loss_fn` gets
     float32 outputs either way."""
     start = time.time()
     prepare_model(model.to(device).train(), channels_last)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from misc.multiscale import strided_size
-from misc.random_walk import random_walk
+from misc.irn.random_walk import random_walk
+from misc.seeds.multiscale import strided_size
 
 INFER_RADIUS = 5
 

@@ -1,4 +1,4 @@
-"""The samples of each step (PyTorch Datasets) over any `misc.dataset.SegDataset`.
+"""The samples of each step (PyTorch Datasets) over any `misc.data.dataset.SegDataset`.
 
 Every sample draws its randomness from a generator keyed by (seed, epoch, index), so the
 augmentations do not depend on the number of loader workers or processes (resumable, and equal
@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from misc import imutils
-from misc.artifacts import load_png
-from misc.dataset import SegDataset, check_ids
+from misc.data.dataset import SegDataset, check_ids
+from misc.io.png import load_png
 
 
 class _IdDataset(Dataset):

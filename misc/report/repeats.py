@@ -3,7 +3,7 @@ aggregation of their metrics.jsonl files into tables (the main numbers, the pape
 paired effects with their spread, every number) and one threshold-band plot.
 
 The aggregation is a pure function of the metrics files: every number of the latest record of
-each step (misc.report.latest_records), nested dicts flattened with dots
+each step (misc.report.run_report.latest_records), nested dicts flattened with dots
 (`eval_cam.sweep.0.25`, `eval_cam.iou.background`), plus the report's derived numbers (the
 random walk's gain, the CAM / AMN threshold plateaus). Per metric: n (the seeds that have it),
 mean, sample standard deviation (n - 1 in the denominator; None for n = 1), min and max.
@@ -14,8 +14,8 @@ import json
 import statistics
 from pathlib import Path
 
-from misc.artifacts import atomic_path
-from misc.report import _plt, _save_figure, latest_records, plateau, random_walk_gain
+from misc.io.atomic import atomic_path
+from misc.report.run_report import _plt, _save_figure, latest_records, plateau, random_walk_gain
 
 MARKER = "repeat.json"  # in a seed's --metrics_file folder, once its run returned
 METHODS = {"eval_cam": "CAM", "eval_amn_cam": "AMN"}
