@@ -21,6 +21,8 @@ from pathlib import Path
 
 import run_sample
 from misc.report.repeats import is_finished, mark_finished, write_summary
+from step.driver.resolve import insert_folder, is_output_flag, separate_outputs
+from step.driver.resolve import parse as parse_flags
 
 SEEDS_FOLDER = "seeds"
 
@@ -36,7 +38,7 @@ def parse(argv: list[str] | None) -> tuple[list[int], list[str]]:
         p.error("--seed is set per repeat: give the seeds with --seeds")
     if len(set(ours.seeds)) != len(ours.seeds):
         p.error(f"--seeds {ours.seeds}: each seed once")
-    run_sample.build_parser().parse_args(rest)  # a bad flag fails before the first seed
+    parse_flags(run_sample.PIPELINE, rest)  # a bad flag fails before the first seed
     return ours.seeds, rest
 
 
@@ -59,20 +61,20 @@ def seed_folder(seed: int) -> str:
 def seed_argv(rest: list[str], seed: int) -> list[str]:
     """run_sample.py flags of one repeat: `rest`, --seed, and every output flag moved into
     the seed's folder (after the dataset folder run_sample adds: result/coco14/seeds/seed0)."""
-    args = run_sample.build_parser().parse_args(rest)
-    run_sample.separate_outputs(args)
+    args = parse_flags(run_sample.PIPELINE, rest)
+    separate_outputs(run_sample.PIPELINE, args)
     base = str(Path(args.metrics_file).parent)
     argv = [*rest, "--seed", str(seed)]
     for key, value in vars(args).items():
-        if run_sample.is_output_flag(key):  # later flags win: these override `rest`
-            argv += [f"--{key}", run_sample.insert_folder(value, seed_folder(seed), base)]
+        if is_output_flag(key):  # later flags win: these override `rest`
+            argv += [f"--{key}", insert_folder(value, seed_folder(seed), base)]
     return argv
 
 
 def metrics_file(argv: list[str]) -> Path:
     """The --metrics_file of a repeat's flags (as run_sample resolves it)."""
-    args = run_sample.build_parser().parse_args(argv)
-    run_sample.separate_outputs(args)
+    args = parse_flags(run_sample.PIPELINE, argv)
+    separate_outputs(run_sample.PIPELINE, args)
     return Path(args.metrics_file)
 
 

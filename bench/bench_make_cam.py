@@ -7,7 +7,8 @@ Builds a temporary VOC-layout dataset (most images share one size, a few differ,
 the real ResNet-50 CAM network (random weights, eval mode) through
   * reference style: DataLoader with batch size 1, one forward of the pair [img, flip(img)]
     (2, 3, h_s, w_s) per scale, flip sum, per-image bilinear merges, max-normalisation, one file
-    per image (np.savez instead of the reference's pickled np.save, so the I/O cost is comparable);
+    per image (misc.io.maps.save_maps instead of the reference's pickled np.save, so both sides
+    write the same format at the same cost);
   * ours: misc.seeds.multiscale.run_multiscale_inference with cam_merge (reduce="sum") and batch size B,
 and reports both wall times (dataset creation and a warm-up forward excluded), the speed ratio,
 the number of forward passes of each side and whether every image's output agrees (keys equal,
@@ -29,7 +30,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from misc.data.samples import MultiScaleDataset
-from misc.io.maps import load_maps
+from misc.io.maps import load_maps, save_maps
 from misc.seeds.multiscale import cam_merge, run_multiscale_inference
 from net.resnet50_cam import Net
 from voc12.dataloader import VOCDataset
@@ -123,9 +124,8 @@ def reference_make_cam(dataset: MultiScaleDataset, forward, out_dir: Path,
             strided, high = strided[keys], high[keys]
             strided = strided / (F.adaptive_max_pool2d(strided, (1, 1)) + 1e-5)
             high = high / (F.adaptive_max_pool2d(high, (1, 1)) + 1e-5)
-            with open(out_dir / f"{name}.npz", "wb") as f:
-                np.savez(f, keys=keys.cpu().numpy(), cam=strided.cpu().numpy(),
-                         high_res=high.cpu().numpy())
+            save_maps(out_dir / f"{name}.npz", keys.cpu().numpy(), strided.cpu().numpy(),
+                      high.cpu().numpy())
 
 
 def sync(device: torch.device) -> None:

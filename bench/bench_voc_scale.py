@@ -7,7 +7,7 @@ Run from the repository root:
 Writes a temporary VOC-layout dataset of synthetic VOC-sized images (375x500; one in four
 500x375; 2-3 classes each: class-coloured, class-striped ellipses and rectangles on a smooth
 noisy background) and runs each step at the reference settings (the voc12 profile of
-run_sample.PROFILES, docs/pipeline.md §3, §9) with RANDOM weights: it measures speed, not
+voc12/profile.toml, docs/flags.md) with RANDOM weights: it measures speed, not
 accuracy. "Ours" calls the project's mechanisms configured as the step modules configure them
 (misc.seeds.multiscale.run_multiscale_inference, misc.seeds.ir_label.make_ir_labels, misc.eval.seed_eval,
 misc.irn.sem_seg.boundary_map / pseudo_mask, misc.engine.train.train with the step's loss and optimiser,
@@ -45,7 +45,7 @@ Extrapolation (docs/pipeline.md §5, §8): VOC train_aug 10,582 images for the t
 train_amn / train_irn epochs, make_cam, the IR-label steps and make_amn_cam; train 1,464 for
 make_sem_seg and the seed evaluations (eval = the eval_cam + eval_amn_cam sweeps of an image);
 val 1,449 for eval_seg; CAM 5 epochs batch 16, AMN 5 epochs batch 16, IRN 3 epochs batch 32,
-DeepLab 30,000 iterations batch 10. COCO (PROFILES["coco14"]): train 82,783 for every map,
+DeepLab 30,000 iterations batch 10. COCO (coco14/profile.toml): train 82,783 for every map,
 label and evaluation step, val 40,504 for eval_seg, the same epochs, DeepLab 100,000
 iterations; COCO's per-image rows (time and bytes) are scaled by the pixel area of a typical
 640x480 COCO image over 500x375 (x1.64), a linear model.
@@ -97,6 +97,8 @@ from net.deeplabv2 import deeplab_v2_msc
 from net.resnet50_amn import Net as AmnNet
 from net.resnet50_cam import Net as CamNet
 from net.resnet50_irn import Net as IrnNet
+from run_sample import PIPELINE
+from step.driver.flags import defaults
 from step.train_amn import amn_adam, amn_loss
 from step.train_cam import classification_loss
 from step.train_irn import make_loss_fn
@@ -105,23 +107,21 @@ from voc12.dataloader import VOCDataset
 
 REPO = Path(__file__).resolve().parents[1]
 N_CLASSES = 20
-# The voc12 profile of run_sample.PROFILES and the driver's other defaults (docs/pipeline.md §9);
-# tests/test_bench_voc_scale.py checks that they still equal the driver's.
-SETTINGS = dict(
-    cam_crop_size=512, cam_resize_long=(320, 640), cam_batch_size=16, cam_num_epoches=5,
-    cam_learning_rate=0.1, cam_weight_decay=1e-4, cam_scales=(1.0, 0.5, 1.5, 2.0),
-    infer_batch_size=8, cam_conf_fg_thres=0.30, cam_conf_bg_thres=0.05, cam_eval_thres=0.25,
-    sweep_thres=tuple(round(0.05 * i, 2) for i in range(1, 20)),
-    amn_crop_size=512, amn_batch_size=16, amn_num_epoches=5, amn_rescale=(0.5, 1.5),
-    amn_learning_rate=5e-6, amn_head_learning_rate=1e-4, amn_weight_decay=1e-4, eps=0.4,
-    amn_dropout=0.1, amn_conf_fg_thres=0.45, amn_conf_bg_thres=0.15,
-    irn_crop_size=512, irn_batch_size=32, irn_num_epoches=3, irn_learning_rate=0.1,
-    irn_weight_decay=1e-4, beta=10.0, exp_times=8, sem_seg_power=1.3, sem_seg_bg_thres=0.25,
-    seg_backbone="resnet101", seg_crop_size=321, seg_batch_size=10, seg_num_iters=30000,
-    seg_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0), seg_learning_rate=2.5e-4,
-    seg_momentum=0.9, seg_weight_decay=5e-4, seg_poly_power=0.9, seg_lr_decay=10,
-    seg_crf_params=(10, 3, 1, 4, 67, 3), seg_infer_scales=(1.0,))
-COCO_SEG_ITERS = 100000  # PROFILES["coco14"]["seg_num_iters"]
+# The driver's values under the voc12 profile (voc12/profile.toml and the steps' declared
+# defaults, docs/flags.md), read from the same declarations the driver uses.
+_VOC = defaults(PIPELINE.steps.values(), "voc12")
+SETTINGS = {key: _VOC[key] for key in (
+    "cam_crop_size", "cam_resize_long", "cam_batch_size", "cam_num_epoches", "cam_learning_rate",
+    "cam_weight_decay", "cam_scales", "infer_batch_size", "cam_conf_fg_thres",
+    "cam_conf_bg_thres", "cam_eval_thres", "sweep_thres", "amn_crop_size", "amn_batch_size",
+    "amn_num_epoches", "amn_rescale", "amn_learning_rate", "amn_head_learning_rate",
+    "amn_weight_decay", "eps", "amn_dropout", "amn_conf_fg_thres", "amn_conf_bg_thres",
+    "irn_crop_size", "irn_batch_size", "irn_num_epoches", "irn_learning_rate",
+    "irn_weight_decay", "beta", "exp_times", "sem_seg_power", "sem_seg_bg_thres",
+    "seg_backbone", "seg_crop_size", "seg_batch_size", "seg_num_iters", "seg_scales",
+    "seg_learning_rate", "seg_momentum", "seg_weight_decay", "seg_poly_power", "seg_lr_decay",
+    "seg_crf_params", "seg_infer_scales")}
+COCO_SEG_ITERS = defaults(PIPELINE.steps.values(), "coco14")["seg_num_iters"]
 S = SETTINGS
 VOC_SIZES = ((375, 500), (500, 375))  # (H, W): VOC's usual landscape and portrait sizes
 VOC_IMAGES = {"train_aug": 10582, "train": 1464, "val": 1449}
@@ -326,7 +326,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def fast(model: torch.nn.Module, ctx: Ctx, fn: Callable | None = None) -> Callable:
-    """The forward the steps use (step/common.fast_forward): `fn` (default: the model, moved to
+    """The forward the steps use (step/context.fast_forward): `fn` (default: the model, moved to
     the device) under --amp's autocast (bf16 where supported, else fp16) with channels_last,
     float32 outputs (misc/engine/precision.py)."""
     prepare_model(model.to(ctx.device), ctx.amp)
@@ -411,7 +411,7 @@ def run_make_cam_ref(ctx: Ctx) -> dict:
 
 
 def ir_label_run(ctx: Ctx, step: str, maps: str, fg: float, bg: float, drop_bg: bool) -> dict:
-    """cam_to_ir_label / amn_cam_to_ir_label as step/common.run_ir_label_step configures them."""
+    """cam_to_ir_label / amn_cam_to_ir_label as step/driver/runners.run_ir_label_step configures them."""
     out = ctx.out(step)
     secs = timed(lambda: make_ir_labels(ctx.ids, ctx.syn(maps), ctx.voc.image_path, out, fg, bg,
                                         drop_bg, num_workers=ctx.num_workers, overwrite=True),

@@ -5,22 +5,16 @@ The module tree mirrors the reference, so the state_dict has its keys (`resnet50
 `stage1..5.*`, `fc_edge1..6.*`, `fc_dp1..7.*`, `backbone.*`, `edge_layers.*`, `dp_layers.*`,
 `mean_shift.running_mean`). The reference's checkpoint also holds its loss module's index
 buffers (`path_indices*`, `ind_from`, `ind_to`, `disp_target`): `REFERENCE_LOSS_BUFFERS` names
-them so that a loader can drop exactly those and stay strict about everything else. Files this
-project wrote while MeanShift was a BatchNorm also hold its `running_var` and
-`num_batches_tracked`: `checkpoint_keys` drops those six keys by name (docs/pipeline.md §2.9).
+them so that a loader can drop exactly those and stay strict about everything else.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from misc.io.checkpoints import CheckpointKeys
 from net.resnet50 import ResNet50, load_backbone_weights
 
 REFERENCE_LOSS_BUFFERS = ("path_indices", "ind_from", "ind_to", "disp_target")
-# the BatchNorm statistics of the old MeanShift, under the three names of the module
-OLD_MEAN_SHIFT_KEYS = tuple(f"{name}.{buf}" for name in ("mean_shift", "fc_dp7.4", "dp_layers.6.4")
-                            for buf in ("running_var", "num_batches_tracked"))
 
 
 def _branch(in_ch: int, out_ch: int, groups: int, upsample: int = 1) -> nn.Sequential:
@@ -52,8 +46,6 @@ class MeanShift(nn.Module):
 class Net(nn.Module):
     """forward(x (B,3,H,W) normalised) -> (edge logits (B,1,h4,w4), displacement (B,2,h4,w4)),
     h4 = ceil(H/4). The backbone is frozen (outputs detached, kept in eval mode)."""
-
-    checkpoint_keys = CheckpointKeys(obsolete=OLD_MEAN_SHIFT_KEYS)
 
     def __init__(self, backbone_weights: str | None = None):
         super().__init__()

@@ -14,7 +14,12 @@ from misc.engine import dist
 from misc.engine.log import log
 from misc.eval.ins_eval import DEFAULT_THRESHOLDS, eval_ins_seg_files, summary
 from misc.io.metrics_file import append_metrics
-from step.common import dataset, eval_ids
+from step.driver.context import dataset, eval_ids
+from step.driver.interface import Files, Step
+
+STEP = Step(
+    "eval_ins_seg", "instance mask AP against the ground truth (docs/pipeline.md §3.12)",
+    reads=(Files("ins_seg_out_dir", "eval_list", partial=True),))
 
 
 def _percent(value: float | None) -> str:

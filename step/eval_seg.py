@@ -28,23 +28,49 @@ from misc.eval.seg_inference import SegInferSettings, predict_ids
 from misc.io.checkpoints import load_checkpoint
 from misc.io.metrics_file import append_metrics
 from net.deeplabv2 import deeplab_v2_msc
-from step import common
+from step.driver import context
+from step.driver.interface import Files, Flag, Step, str2bool
+
+STEP = Step(
+    "eval_seg", "DeepLab-V2 predictions, dense CRF, mIoU (docs/deeplab.md §4)",
+    flags=(
+        Flag("seg_eval_list", shapes=False, help="default --val_list"),
+        Flag("seg_infer_scales", float, (1.0,), nargs="+",
+             help="input scales at inference, each through the MSC network (reference: 1.0 "
+                  "only)"),
+        Flag("seg_infer_flip", str2bool, False,
+             help="also infer on the mirrored image (reference: no)"),
+        Flag("seg_crf", str2bool, True, help="dense CRF on the predictions"),
+        Flag("seg_crf_params", float, (10, 3, 1, 4, 67, 3), nargs=6,
+             metavar=("ITER", "POS_W", "POS_XY", "BI_W", "BI_XY", "BI_RGB"),
+             help="deeplab-pytorch's CRF values"),
+        Flag("seg_test_list", shapes=False,
+             help="also export predictions for this list (no GT), e.g. voc12/test.txt"),
+        Flag("seg_pred_out_dir", default="result/seg_pred", shapes=False),
+        Flag("seg_test_out_dir", default="results/VOC2012/Segmentation/comp6_test_cls",
+             shapes=False)),
+    uses=("seg_backbone", "seg_backbone_style", "seg_channels_last", "seg_tf32", "amp"),
+    reads=(Files("seg_weights_name"),),
+    writes=(Files("seg_pred_out_dir", "seg_eval_list", ".png", "prediction"),
+            Files("seg_test_out_dir", "seg_test_list", ".png", "test prediction")),
+    images=("seg_eval_list", "seg_test_list"), unlabelled=("seg_eval_list", "seg_test_list"),
+    gt=("seg_eval_list",))
 
 
 def settings(args: argparse.Namespace) -> SegInferSettings:
     return SegInferSettings(scales=tuple(args.seg_infer_scales), flip=bool(args.seg_infer_flip),
                             crf_params=tuple(args.seg_crf_params) if args.seg_crf else None,
                             num_workers=int(args.num_workers),
-                            # the pool runs beside this process's network: one core left to it
-                            # (toy, 2 cores: a 2-process pool made eval_seg 12.9 -> 16.8 s)
-                            crf_workers=common.cpu_workers(args) - 1)
+                            # the pool runs beside this process's network: one core left to
+                            # it (docs/measurements.md)
+                            crf_workers=context.cpu_workers(args) - 1)
 
 
 def predict_list(model: Callable, list_name: str, args: argparse.Namespace, out_dir: Path,
                  device: torch.device, with_gt: bool):
     """Predictions for every id of a list file; the no-CRF confusion when `with_gt`."""
-    data = common.dataset(args)
-    ids = common.id_list(list_name)
+    data = context.dataset(args)
+    ids = context.id_list(list_name)
     data.check_images(ids, list_name)
     return predict_ids(model, ids, data.image_path, out_dir, settings(args), device,
                        data.n_classes + 1, data.gt_dir() if with_gt else None)
@@ -53,8 +79,8 @@ def predict_list(model: Callable, list_name: str, args: argparse.Namespace, out_
 def run(args: argparse.Namespace, step: str = "eval_seg") -> dict:
     """Predict and score --seg_eval_list; `step` names its metrics record (eval_seg_gt: the
     DeepLab trained on the ground truth)."""
-    data = common.dataset(args)
-    device = common.device(args)
+    data = context.dataset(args)
+    device = context.device(args)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False  # every image has its own size (docs/deeplab.md §6.3)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.seg_tf32
@@ -63,10 +89,10 @@ def run(args: argparse.Namespace, step: str = "eval_seg") -> dict:
     trainer = step.replace("eval_", "train_", 1)
     load_checkpoint(model, args.seg_weights_name, made_by=f"{trainer} (--{trainer}_pass True)")
     model.to(device).eval()
-    forward = common.fast_forward(args, model, channels_last=args.seg_channels_last)
+    forward = context.fast_forward(args, model, channels_last=args.seg_channels_last)
     start = time.time()
     eval_list = args.seg_eval_list or args.val_list
-    ids = common.id_list(eval_list)
+    ids = context.id_list(eval_list)
     out_dir = Path(args.seg_pred_out_dir)
     raw_conf = predict_list(forward, eval_list, args, out_dir, device, with_gt=True)
     record: dict = {}

@@ -7,7 +7,12 @@ from misc.engine import dist
 from misc.engine.log import log
 from misc.eval.metrics import evaluate_label_pngs, summary
 from misc.io.metrics_file import append_metrics
-from step.common import dataset, eval_ids
+from step.driver.context import dataset, eval_ids
+from step.driver.interface import Files, Step
+
+STEP = Step(
+    "eval_sem_seg", "pseudo-masks against the ground truth",
+    reads=(Files("sem_seg_out_dir", "eval_list"),), gt=("eval_list",))
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -11,21 +11,35 @@ from misc.data.samples import MultiScaleDataset
 from misc.engine.log import log
 from misc.io.checkpoints import load_checkpoint
 from misc.seeds.multiscale import amn_merge, run_multiscale_inference
-from step import common
+from step.driver import context
+from step.driver.interface import Files, Flag, Step, str2bool
+
+STEP = Step(
+    "make_amn_cam", "multi-scale + flip AMN maps, background channel first (docs/pipeline.md "
+                    "§3.6)",
+    flags=(
+        Flag("amn_deterministic", str2bool, False,
+             help="turn dropout off at AMN inference (the reference leaves it on: "
+                  "docs/quirks.md Q1)"),
+        Flag("amn_cam_out_dir", default="result/amn_cam", shapes=False)),
+    uses=("amn_network", "cam_scales", "amn_dropout", "seed", "amp", "channels_last",
+          "infer_batch_size"),
+    reads=(Files("amn_weights_name"), Files("ir_label_out_dir", "train_list")),
+    writes=(Files("amn_cam_out_dir", "train_list", ".npz", "AMN map"),), images=("train_list",))
 
 
 def run(args: argparse.Namespace) -> dict:
-    data = common.dataset(args)
-    device = common.device(args)
-    model = common.network(args.amn_network, "--amn_network")(data.n_classes,
+    data = context.dataset(args)
+    device = context.device(args)
+    model = context.network(args.amn_network, "--amn_network")(data.n_classes,
                                                                dropout=args.amn_dropout)
     load_checkpoint(model, args.amn_weights_name, made_by="train_amn (--train_amn_pass True)")
     model.to(device).eval()
     model.set_inference_dropout(not args.amn_deterministic)
-    dataset = MultiScaleDataset(common.id_list(args.train_list), data, args.train_list,
+    dataset = MultiScaleDataset(context.id_list(args.train_list), data, args.train_list,
                                 tuple(args.cam_scales))
     stats = run_multiscale_inference(
-        dataset, common.fast_forward(args, model), amn_merge(args.ir_label_out_dir),
+        dataset, context.fast_forward(args, model), amn_merge(args.ir_label_out_dir),
         args.amn_cam_out_dir, device,
         reduce="mean", batch_size=args.infer_batch_size, num_workers=args.num_workers,
         overwrite=args.overwrite, desc="make_amn_cam")

@@ -18,7 +18,23 @@ from misc.eval.coco_export import CocoImage, export_coco, semantic_segments
 from misc.io.metrics_file import append_metrics
 from misc.io.png import load_png
 from misc.irn.ins_seg import load_instances
-from step.common import dataset, id_list
+from step.driver.context import dataset, id_list
+from step.driver.interface import Files, Flag, Step, str2bool
+
+STEP = Step(
+    "make_cocoann", "the instance pseudo-labels as a COCO annotation file (docs/pipeline.md "
+                    "§3.12)",
+    flags=(
+        Flag("cocoann_from_sem_seg", str2bool, False,
+             help="export the semantic pseudo-masks (--sem_seg_out_dir) split into connected "
+                  "components instead of the instance labels (--ins_seg_out_dir)"),
+        Flag("cocoann_min_score", float, 0.0,
+             help="leave out segments scoring below this (instance scores are 0 for segments "
+                  "under 1% of the image)"),
+        Flag("cocoann_out_dir", default="result", shapes=False,
+             help="make_cocoann writes <dir>/instances_<infer list name>_pseudo.json")),
+    uses=("ins_seg_out_dir", "sem_seg_out_dir"),
+    reads=(Files("cocoann_source", "infer_list"),), images=("infer_list",))
 
 
 def output_path(args: argparse.Namespace) -> Path:

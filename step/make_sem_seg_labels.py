@@ -19,12 +19,24 @@ from misc.engine.log import log
 from misc.io.maps import load_maps
 from misc.io.png import save_png
 from misc.irn.sem_seg import boundary_map, pseudo_mask
-from step import common
+from step.driver import context
+from step.driver.interface import PROFILE, Files, Flag, Step
+
+STEP = Step(
+    "make_sem_seg", "pseudo-masks: IRN boundaries + random walk of the AMN seeds "
+                    "(docs/pipeline.md §3.10)",
+    flags=(
+        Flag("sem_seg_power", float, 1.3, help="power on the AMN seeds before the walk"),
+        Flag("sem_seg_bg_thres", float, PROFILE),
+        Flag("sem_seg_out_dir", default="result/sem_seg", shapes=False)),
+    uses=("irn_network", "irn_crop_size", "beta", "exp_times", "amp", "channels_last"),
+    reads=(Files("irn_weights_name"), Files("amn_cam_out_dir", "infer_list")),
+    writes=(Files("sem_seg_out_dir", "infer_list", ".png", "pseudo-mask"),), images=("infer_list",))
 
 
 def run(args: argparse.Namespace) -> dict:
     out_dir = Path(args.sem_seg_out_dir)
-    model, dataset, device = common.irn_inference(args, out_dir, ".png")
+    model, dataset, device = context.irn_inference(args, out_dir, ".png")
     ids = dataset.ids
     start = time.time()
     with torch.inference_mode():

@@ -19,7 +19,30 @@ from misc.engine.precision import low_precision
 from misc.engine.train import train
 from misc.eval.metrics import mean_average_precision
 from misc.io.metrics_file import append_metrics
-from step import common
+from step.driver import context
+from step.driver.interface import PROFILE, Files, Flag, Step
+
+STEP = Step(
+    "train_cam", "the ResNet-50 CAM classifier (docs/pipeline.md §3.1)",
+    flags=(
+        Flag("cam_network", default="net.resnet50_cam",
+             help="module of the CAM network (a class Net, as the reference's)"),
+        Flag("cam_crop_size", int, PROFILE),
+        Flag("cam_resize_long", int, PROFILE, nargs=2),
+        Flag("cam_batch_size", int, PROFILE),
+        Flag("cam_num_epoches", int, PROFILE),
+        Flag("cam_learning_rate", float, PROFILE),
+        Flag("cam_frozen_stages", int, PROFILE, choices=(0, 1, 2, 3),
+             help="backbone stages the CAM classifier keeps fixed (conv1 and bn1 always are); "
+                  "the reference: 2"),
+        Flag("cam_weight_decay", float, 1e-4),
+        Flag("poly_momentum", float, PROFILE,
+             help="SGD momentum of the poly optimiser (train_cam, train_irn); -1 = the "
+                  "reference quirk (momentum = weight decay, docs/quirks.md)"),
+        Flag("cam_weights_name", default="sess/res50_cam.pth", shapes=False)),
+    uses=("seed", "amp", "channels_last"),
+    reads=(Files("backbone_weights"),), writes=(Files("cam_weights_name"),),
+    batch="cam_batch_size", trains_on=("train_list",), images=("train_list", "val_list"))
 
 
 def classification_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
@@ -43,16 +66,16 @@ def validate(model: torch.nn.Module, dataset: ClassificationDataset, device: tor
 
 
 def run(args: argparse.Namespace) -> dict:
-    data = common.dataset(args)
-    device = common.device(args)
+    data = context.dataset(args)
+    device = context.device(args)
     train_set = ClassificationDataset(
-        common.id_list(args.train_list), data, args.train_list, args.cam_crop_size,
+        context.id_list(args.train_list), data, args.train_list, args.cam_crop_size,
         resize_long=tuple(args.cam_resize_long), seed=args.seed)
     val_set = ClassificationDataset(
-        common.id_list(args.val_list), data, args.val_list, args.cam_crop_size,
+        context.id_list(args.val_list), data, args.val_list, args.cam_crop_size,
         resize_long=None, hor_flip=False, crop_method="top_left")
     torch.manual_seed(args.seed)
-    model = common.network(args.cam_network, "--cam_network")(data.n_classes,
+    model = context.network(args.cam_network, "--cam_network")(data.n_classes,
                                                                args.backbone_weights)
     model.freeze_stages(args.cam_frozen_stages)  # the reference: 2 (docs/pipeline.md §3.1)
     backbone, head = model.param_groups()
@@ -74,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
 
     result = train(model, classification_loss, train_set, args.cam_batch_size, args.cam_num_epoches,
                    make_optimizer, device, args.cam_weights_name, desc="train_cam",
-                   end_of_epoch=end_of_epoch, **common.train_options(args))
+                   end_of_epoch=end_of_epoch, **context.train_options(args))
     summary = {"step": "train_cam", "split": "val", "seconds": round(result.seconds, 1),
                "final_train_loss": result.final_loss}
     if history:

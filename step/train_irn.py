@@ -27,7 +27,25 @@ from misc.engine.train import train
 from misc.io.metrics_file import append_metrics
 from misc.irn.ins_seg import fit_mean_shift
 from misc.irn.path_index import PathIndex
-from step import common
+from step.driver import context
+from step.driver.interface import PROFILE, Files, Flag, Step
+
+STEP = Step(
+    "train_irn", "IRN: class boundaries and displacement fields from the AMN IR labels "
+                 "(docs/pipeline.md §3.9)",
+    flags=(
+        Flag("irn_network", default="net.resnet50_irn", help="module of the IRN network"),
+        Flag("irn_crop_size", int, PROFILE, help="also the padding size of IRN inference"),
+        Flag("irn_batch_size", int, PROFILE),
+        Flag("irn_num_epoches", int, PROFILE),
+        Flag("irn_learning_rate", float, PROFILE),
+        Flag("irn_weight_decay", float, 1e-4),
+        Flag("irn_weights_name", default="sess/res50_irn.pth", shapes=False)),
+    uses=("poly_momentum", "seed", "amp", "channels_last"),
+    reads=(Files("amn_ir_label_out_dir", "train_list"), Files("backbone_weights")),
+    writes=(Files("irn_weights_name"),), batch="irn_batch_size",
+    trains_on=("train_list", "infer_list"),
+    images=("train_list", "infer_list"))
 
 TRAIN_RADIUS = 10
 
@@ -58,8 +76,8 @@ def mean_shift_pass(args: argparse.Namespace, model: torch.nn.Module,
     eval mode with the stored mean at 0, the mean over batches of each batch's mean. Under
     torchrun the batches are split over the ranks and their means averaged over all batches:
     the same mean as one process. Returns it (2,)."""
-    ids = common.id_list(args.infer_list)
-    crops = ClassificationDataset(ids, common.dataset(args), args.infer_list, args.irn_crop_size,
+    ids = context.id_list(args.infer_list)
+    crops = ClassificationDataset(ids, context.dataset(args), args.infer_list, args.irn_crop_size,
                                   resize_long=None, hor_flip=False, crop_method="top_left")
     size = min(args.irn_batch_size, len(ids))
     mine = dist.shard([list(range(s, s + size)) for s in range(0, len(ids) - size + 1, size)])
@@ -77,13 +95,13 @@ def mean_shift_pass(args: argparse.Namespace, model: torch.nn.Module,
 
 
 def run(args: argparse.Namespace) -> dict:
-    data = common.dataset(args)
-    device = common.device(args)
-    dataset = SegmentationDataset(common.id_list(args.train_list), data, args.train_list,
+    data = context.dataset(args)
+    device = context.device(args)
+    dataset = SegmentationDataset(context.id_list(args.train_list), data, args.train_list,
                                   args.amn_ir_label_out_dir, args.irn_crop_size,
                                   rescale=(0.5, 1.5), seed=args.seed)
     torch.manual_seed(args.seed)
-    model = common.network(args.irn_network, "--irn_network")(args.backbone_weights)
+    model = context.network(args.irn_network, "--irn_network")(args.backbone_weights)
     edge_params, dp_params = model.param_groups()
 
     def make_optimizer(max_step: int) -> PolyOptimizer:
@@ -100,7 +118,7 @@ def run(args: argparse.Namespace) -> dict:
 
     result = train(model, make_loss_fn(data.n_classes + 1), dataset, args.irn_batch_size,
                    args.irn_num_epoches, make_optimizer, device, args.irn_weights_name,
-                   **common.train_options(args), desc="train_irn", end_of_epoch=after_last_epoch)
+                   **context.train_options(args), desc="train_irn", end_of_epoch=after_last_epoch)
     record = {"step": "train_irn", "seconds": round(result.seconds, 1),
               "final_train_loss": result.final_loss,
               "displacement_mean": [round(float(v), 6) for v in fitted[-1]]}

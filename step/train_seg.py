@@ -24,7 +24,56 @@ from misc.engine.optim import PolyOptimizer
 from misc.engine.train import train
 from misc.io.metrics_file import append_metrics
 from net.deeplabv2 import MSC, deeplab_v2_msc
-from step import common
+from step.driver import context
+from step.driver.interface import PROFILE, Files, Flag, Step, str2bool
+
+STEP = Step(
+    "train_seg", "DeepLab-V2 on the pseudo-masks (docs/deeplab.md)",
+    flags=(
+        Flag("seg_backbone", default=PROFILE, choices=("resnet101", "resnet50"),
+             help="DeepLab backbone"),
+        Flag("seg_backbone_style", default="torchvision", choices=("torchvision", "caffe"),
+             help="caffe: deeplab-pytorch / Caffe-origin weights converted by `python -m "
+                  "net.deeplabv2 convert` (stride in the 1x1, ceil-mode pool, BGR "
+                  "mean-subtracted input)"),
+        Flag("seg_backbone_weights", shapes=False,
+             help="ImageNet (or converted COCO) init of the DeepLab backbone; default for "
+                  "resnet50: --backbone_weights"),
+        Flag("seg_label_dir", shapes=False,
+             help="training labels (PNG 0..C, 255 ignored); default --sem_seg_out_dir; `gt` = "
+                  "SegmentationClass (fully supervised upper bound)"),
+        Flag("seg_train_list", shapes=False,
+             help="default --train_list (VOC: make_sem_seg must have run on it), the toy's "
+                  "--infer_list"),
+        Flag("seg_crop_size", int, PROFILE),
+        Flag("seg_scales", float, (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0), nargs="+",
+             help="training rescale factors, one drawn per sample (AdvCAM's set)"),
+        Flag("seg_batch_size", int, PROFILE, help="images per update (in one pass)"),
+        Flag("seg_num_iters", int, PROFILE),
+        Flag("seg_learning_rate", float, PROFILE,
+             help="backbone lr; ASPP weights 10x, biases 20x"),
+        Flag("seg_momentum", float, 0.9),
+        Flag("seg_weight_decay", float, 5e-4, help="not on the ASPP biases"),
+        Flag("seg_poly_power", float, 0.9),
+        Flag("seg_lr_decay", int, 10, help="recompute the poly lr every N iterations"),
+        Flag("seg_balanced_ce", str2bool, True,
+             help="1/2 (bg mean + fg mean) cross-entropy (AdvCAM); False: plain CE"),
+        Flag("seg_checkpoint_every", int, 1000, shapes=False,
+             help="write a resumable training state every N iterations (0: never)"),
+        Flag("seg_resume", str2bool, True, shapes=False,
+             help="continue a killed train_seg from its state file (ignored with --overwrite "
+                  "True)"),
+        Flag("seg_channels_last", str2bool, False,
+             help="channels_last for DeepLab (train_seg, eval_seg); off by default: its dilated "
+                  "3x3 convolutions are slower in it on CPUs (docs/measurements.md)"),
+        Flag("seg_tf32", str2bool, True,
+             help="allow TF32 convolutions / matmuls on CUDA (PyTorch's conv default); False: "
+                  "strict fp32"),
+        Flag("seg_weights_name", default="sess/deeplabv2.pth", shapes=False)),
+    uses=("seed", "amp", "backbone_weights", "sem_seg_out_dir"),
+    reads=(Files("seg_label_dir", "seg_train_list", noun="training label"), Files("seg_backbone_weights")),
+    writes=(Files("seg_weights_name"),), batch="seg_batch_size", trains_on=("seg_train_list",),
+    images=("seg_train_list",))
 
 
 def msc_loss(balanced: bool):
@@ -48,7 +97,7 @@ def param_groups(model: MSC, lr: float, weight_decay: float) -> list[dict]:
 def label_dir(args: argparse.Namespace) -> Path:
     """--seg_label_dir: `gt` -> SegmentationClass; None -> --sem_seg_out_dir."""
     if args.seg_label_dir == "gt":
-        return common.dataset(args).gt_dir()
+        return context.dataset(args).gt_dir()
     return Path(args.seg_label_dir or args.sem_seg_out_dir)
 
 
@@ -71,12 +120,12 @@ def backbone_weights(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace, step: str = "train_seg") -> dict:
     """Train DeepLab; `step` names its metrics record (train_seg_gt: on the ground truth)."""
-    data = common.dataset(args)
-    device = common.device(args)
+    data = context.dataset(args)
+    device = context.device(args)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not args.deterministic  # fixed crop size
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.seg_tf32
-    ids = common.id_list(args.seg_train_list)
+    ids = context.id_list(args.seg_train_list)
     folder = label_dir(args)
     check_labels(ids, folder, args.seg_train_list)
     n_classes = data.n_classes + 1

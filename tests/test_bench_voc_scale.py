@@ -1,6 +1,6 @@
 """bench/bench_voc_scale.py: the tiniest run gives a finite row for every requested step, the
 extrapolation counts the reference's units, and the bench's reference settings are still the
-driver's (run_sample.PROFILES and the parser's defaults)."""
+driver's (the voc12 and coco14 profile files and the declared defaults)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,8 @@ import math
 
 import run_sample
 from bench import bench_voc_scale as bench
+from step.driver.flags import load_profile
+from step.driver.resolve import parse
 
 
 def _same(a, b) -> bool:
@@ -19,11 +21,11 @@ def _same(a, b) -> bool:
 
 
 def test_settings_are_the_drivers():
-    defaults = vars(run_sample.build_parser().parse_args([]))
-    voc = run_sample.PROFILES["voc12"]
+    defaults = vars(parse(run_sample.PIPELINE, []))
+    voc = load_profile("voc12")
     for key, value in bench.SETTINGS.items():
         assert _same(value, voc[key] if key in voc else defaults[key]), key
-    assert bench.COCO_SEG_ITERS == run_sample.PROFILES["coco14"]["seg_num_iters"]
+    assert bench.COCO_SEG_ITERS == load_profile("coco14")["seg_num_iters"]
     assert voc["poly_momentum"] == -1  # the bench's momentum=None (the reference quirk)
 
 

@@ -110,24 +110,6 @@ def test_own_checkpoints_load_and_irn_keeps_the_reference_keys(tmp_path):
                          if not k.startswith(tuple(REFERENCE_CAM_ALIASES))}
 
 
-def test_irn_files_with_and_without_the_old_batchnorm_statistics_load(tmp_path):
-    """Files written while MeanShift was a BatchNorm (running_var, num_batches_tracked under
-    mean_shift, fc_dp7.4 and dp_layers.6.4) and files without them both load; the stored
-    mean is kept."""
-    net = resnet50_irn.Net()
-    net.mean_shift.running_mean.copy_(torch.tensor([0.25, -0.5]))
-    stats = {f"{module}.{name}": value for module in ("mean_shift", "fc_dp7.4", "dp_layers.6.4")
-             for name, value in (("running_var", torch.ones(2)),
-                                 ("num_batches_tracked", torch.tensor(7)))}
-    new = {k: v for k, v in net.state_dict().items() if k not in stats}
-    torch.save({**new, **stats}, tmp_path / "old.pth")
-    torch.save(new, tmp_path / "new.pth")
-    for file in ("old.pth", "new.pth"):
-        other = resnet50_irn.Net()
-        load_checkpoint(other, tmp_path / file, **LOAD_ARGS["irn"])
-        assert other.mean_shift.running_mean.tolist() == [0.25, -0.5]
-
-
 def test_a_training_forward_leaves_the_displacement_mean_alone():
     """Training returns the raw displacement and never updates the stored mean; eval mode
     subtracts it."""
@@ -153,7 +135,7 @@ def top_left_crops(root: Path, ids: list[str], size: int) -> torch.Tensor:
     return torch.stack(crops)
 
 
-def test_train_irn_stores_the_eval_mode_mean_of_the_inference_images(tiny_toy, tmp_path):
+def test_train_irn_stores_the_eval_mode_mean_of_the_inference_images(tiny_toy, tmp_path, r50):
     """train_irn's checkpoint: the reference's keys, and mean_shift.running_mean = the mean raw
     displacement (eval mode) over the top-left crops of --infer_list (one batch of 8 here)."""
     lists = tiny_toy / "ImageSets" / "Segmentation"
@@ -161,11 +143,9 @@ def test_train_irn_stores_the_eval_mode_mean_of_the_inference_images(tiny_toy, t
     for i in ids:  # IR labels: the ground truth
         save_png(tmp_path / "amn_ir_label" / f"{i}.png",
                  load_png(tiny_toy / "SegmentationClass" / f"{i}.png"))
-    torch.manual_seed(0)
-    torch.save(ResNet50().state_dict(), tmp_path / "r50.pth")
-    args = run_sample.resolve(run_sample.build_parser().parse_args(  # one step on 8 images
-        flags(tiny_toy, tmp_path, tmp_path / "r50.pth")
-        + ["--irn_num_epoches", "1", "--train_list", str(lists / "train.txt")]))
+    args = run_sample.resolved(  # one step on 8 images
+        flags(tiny_toy, tmp_path, r50)
+        + ["--irn_num_epoches", "1", "--train_list", str(lists / "train.txt")])
     train_irn.run(args)
 
     net = resnet50_irn.Net()

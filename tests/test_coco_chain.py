@@ -12,6 +12,7 @@ from coco14.dataloader import COCODataset
 from data.toy_coco import CATEGORY_IDS, UNANNOTATED_EVERY, build_toy_coco
 from misc.io.maps import load_maps
 from misc.io.png import load_png
+from step.driver.workspace import start_run
 from tests.tiny import flags
 
 
@@ -74,20 +75,20 @@ def test_cam_stage_on_coco_with_80_classes(tiny_coco, tmp_path):
 def test_coco_outputs_default_to_their_own_folders_and_refuse_voc_ones(tiny_coco, fake_voc,
                                                                        tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    args = run_sample.resolve(run_sample.build_parser().parse_args(
-        ["--dataset", "coco14", "--coco14_root", str(tiny_coco)]))
+    args = run_sample.resolved(
+        ["--dataset", "coco14", "--coco14_root", str(tiny_coco)])
     assert args.cam_out_dir == "result/coco14/cam"
     assert args.cam_weights_name == "sess/coco14/res50_cam.pth"
     assert args.metrics_file == "result/coco14/metrics.jsonl"
     assert args.cocoann_out_dir == "result/coco14"
     assert (args.sem_seg_bg_thres, args.amn_conf_fg_thres, args.amn_conf_bg_thres,
             args.sem_seg_power, args.seg_num_iters) == (0.22, 0.45, 0.15, 1.3, 100000)
-    voc = run_sample.resolve(run_sample.build_parser().parse_args(["--voc12_root", str(fake_voc)]))
+    voc = run_sample.resolved(["--voc12_root", str(fake_voc)])
     assert voc.cam_out_dir == "result/cam" and voc.sem_seg_bg_thres == 0.25
     (tmp_path / "result" / "cam").mkdir(parents=True)  # as a VOC make_cam leaves it
-    run_sample.start_run(voc)
+    start_run(run_sample.PIPELINE, voc)
     assert (tmp_path / "result" / "cam" / ".dataset").read_text() == "voc12\n"
     assert not (tmp_path / "result" / "amn_cam").exists()  # folders are not created early
     args.cam_out_dir = "result/cam"  # a COCO run pointed at VOC's CAMs
     with pytest.raises(ValueError, match="result/cam holds voc12 outputs.*--cam_out_dir"):
-        run_sample.start_run(args)
+        start_run(run_sample.PIPELINE, args)

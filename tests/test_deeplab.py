@@ -127,7 +127,7 @@ def test_poly_schedule_every_10_iterations():
     np.testing.assert_allclose(seen[:, 1], 20 * seen[:, 0])
 
 
-def test_init_weights_keys_and_mismatch(tmp_path):
+def test_init_weights_keys_and_mismatch(tmp_path, r50):
     src = ResNet50(num_classes=1000, layers=(3, 4, 23, 3))
     torch.nn.init.normal_(src.layer3[22].conv2.weight)
     state = {k: v for k, v in src.state_dict().items() if "num_batches_tracked" not in k}
@@ -135,10 +135,9 @@ def test_init_weights_keys_and_mismatch(tmp_path):
     model = DeepLabV2(21, "resnet101")
     model.load_init(tmp_path / "r101.pth")
     assert torch.equal(model.backbone.layer3[22].conv2.weight, src.layer3[22].conv2.weight)
-    torch.save(ResNet50(num_classes=1000).state_dict(), tmp_path / "r50.pth")
     with pytest.raises(ValueError,
                        match=r"ResNet-101.*missing keys.*layer3\.10.*--seg_backbone_weights"):
-        model.load_init(tmp_path / "r50.pth")
+        model.load_init(r50)
     with pytest.raises(FileNotFoundError, match="--seg_backbone_weights"):
         model.load_init(tmp_path / "absent.pth")
     with pytest.raises(FileNotFoundError, match="--seg_backbone_weights"):
@@ -249,12 +248,9 @@ def seg_flags(root, out, weights):
             "2", "3", "1", "4", "67", "3"]
 
 
-def test_train_and_eval_seg_end_to_end(tmp_path, monkeypatch):
+def test_train_and_eval_seg_end_to_end(tmp_path, r50, monkeypatch):
     root = tmp_path / "voc"
     ids = write_fake_voc(root, [(40, 48), (48, 40), (36, 52), (48, 48)])
-    weights = tmp_path / "r50.pth"
-    torch.manual_seed(0)
-    torch.save(ResNet50(num_classes=10).state_dict(), weights)
     (root / "test.txt").write_text("\n".join(ids[:2]) + "\n")
     saved_states = []
 
@@ -264,7 +260,7 @@ def test_train_and_eval_seg_end_to_end(tmp_path, monkeypatch):
 
     misc_train_save_state = misc.engine.train._save_state
     monkeypatch.setattr(misc.engine.train, "_save_state", recording_save_state)
-    flags = seg_flags(root, tmp_path, weights) + [
+    flags = seg_flags(root, tmp_path, r50) + [
         "--train_seg_pass", "True", "--eval_seg_pass", "True", "--seg_infer_flip", "True",
         "--seg_checkpoint_every", "1",
         "--seg_test_list", str(root / "test.txt"), "--seg_test_out_dir", str(tmp_path / "comp6")]
@@ -294,13 +290,13 @@ def test_train_and_eval_seg_end_to_end(tmp_path, monkeypatch):
     assert len(ev["iou"]) == 4 and ev["split"] == "train_aug"
     # a rerun with the same checkpoint and settings re-scores without inference
     before = (tmp_path / "seg_pred" / f"{ids[0]}.png").stat().st_mtime_ns
-    again = run_sample.main(seg_flags(root, tmp_path, weights) + [
+    again = run_sample.main(seg_flags(root, tmp_path, r50) + [
         "--eval_seg_pass", "True", "--seg_infer_flip", "True"])
     assert again["results"]["eval_seg"]["miou"] == ev["miou"]
     assert (tmp_path / "seg_pred" / f"{ids[0]}.png").stat().st_mtime_ns == before
     # other settings redo the predictions
-    run_sample.main(seg_flags(root, tmp_path, weights) + ["--eval_seg_pass", "True",
-                                                         "--seg_crf", "False"])
+    run_sample.main(seg_flags(root, tmp_path, r50) + ["--eval_seg_pass", "True",
+                                                     "--seg_crf", "False"])
     assert (tmp_path / "seg_pred" / f"{ids[0]}.png").stat().st_mtime_ns != before
 
 

@@ -10,20 +10,22 @@ import step.make_amn_cam
 from misc.engine.optim import PolyOptimizer
 from misc.io.maps import load_maps
 from net.resnet50_amn import Net
+from step.driver.flags import load_profile
+from step.driver.resolve import parse
 
 
 def _resolve(argv):
-    return run_sample.resolve(run_sample.build_parser().parse_args(argv))
+    return run_sample.resolved(argv)
 
 
 def test_parser_defaults_keep_the_quirks(fake_voc):
-    raw = run_sample.build_parser().parse_args([])
+    raw = parse(run_sample.PIPELINE, [])
     assert raw.amn_deterministic is False and raw.amn_dropout == 0.1
     assert raw.cam_weight_decay == raw.irn_weight_decay == 1e-4
     args = _resolve(["--voc12_root", str(fake_voc)])
     assert args.amn_deterministic is False and args.amn_dropout == 0.1
     assert args.poly_momentum is None  # VOC profile: -1 -> None -> momentum = weight decay
-    assert run_sample.PROFILES["voc12"]["poly_momentum"] == -1
+    assert load_profile("voc12")["poly_momentum"] == -1
     assert _resolve(["--voc12_root", str(fake_voc), "--poly_momentum", "0.9"]).poly_momentum == 0.9
 
 
@@ -67,7 +69,7 @@ def test_make_amn_cam_keeps_dropout_on_by_default(fake_voc, tmp_path, monkeypatc
             nets[dropout] = Net(n_classes, dropout=dropout)
         return nets[dropout]
 
-    monkeypatch.setattr(step.make_amn_cam.common, "network", lambda module, flag: cached_net)
+    monkeypatch.setattr(step.make_amn_cam.context, "network", lambda module, flag: cached_net)
     # the random initial weights stand in for a trained checkpoint (loading 100 MB 4x is slow)
     loaded = []
     monkeypatch.setattr(step.make_amn_cam, "load_checkpoint",

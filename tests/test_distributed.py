@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from net.resnet50 import ResNet50
 from tests.tiny import REPO, write_fake_voc
 
 STEP_FLAGS = {
@@ -53,14 +52,11 @@ def _run(tmp: Path, root: Path, weights: Path, step: str, nproc: int):
 
 
 @pytest.mark.parametrize("step", ["cam", "amn", "irn"])
-def test_two_process_gloo_matches_one_process(tmp_path, step):
+def test_two_process_gloo_matches_one_process(tmp_path, r50, step):
     root = tmp_path / "voc"
     write_fake_voc(root, [(40, 48)] * 4 + [(48, 40)] * 4)
-    weights = tmp_path / "r50.pth"
-    torch.manual_seed(0)
-    torch.save(ResNet50(num_classes=10).state_dict(), weights)
-    loss1, state1, (alone,) = _run(tmp_path, root, weights, step, 1)
-    loss2, state2, ranks = _run(tmp_path, root, weights, step, 2)
+    loss1, state1, (alone,) = _run(tmp_path, root, r50, step, 1)
+    loss2, state2, ranks = _run(tmp_path, root, r50, step, 2)
     # each rank is one of a group of 2 and takes its half of every global batch of 4
     assert alone["world_size_env"] == 1 and all(s["world"] == [0, 1] for s in alone["steps"])
     for r, rec in enumerate(ranks):
@@ -72,7 +68,7 @@ def test_two_process_gloo_matches_one_process(tmp_path, step):
     assert len(loss1) == len(loss2) == 2
     np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
     torch.testing.assert_close(state1[HEADS[step]], state2[HEADS[step]], rtol=1e-4, atol=1e-6)
-    init = torch.load(weights, weights_only=True)
+    init = torch.load(r50, weights_only=True)
     if step == "irn":  # the backbone is frozen; the mean over both ranks' batches is stored
         mean1, mean2 = state1["mean_shift.running_mean"], state2["mean_shift.running_mean"]
         assert mean1.abs().sum() > 0

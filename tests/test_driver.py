@@ -2,21 +2,23 @@
 import torch
 
 import run_sample
+from step.driver.flags import PROFILE_FILES, load_profile
+from step.driver.workspace import already_trained
 
 
 def _resolve(argv):
-    return run_sample.resolve(run_sample.build_parser().parse_args(argv))
+    return run_sample.resolved(argv)
 
 
 def test_no_pass_flag_runs_everything_and_resumes_training(fake_voc, tmp_path):
     weights = tmp_path / "cam.pth"
     args = _resolve(["--voc12_root", str(fake_voc), "--cam_weights_name", str(weights)])
-    assert all(getattr(args, f"{name}_pass") for name in run_sample.STEPS
-               if name not in run_sample.OPTIONAL_STEPS)
-    assert not run_sample.already_trained(args, "train_cam")
+    assert all(getattr(args, f"{name}_pass") for name, step in run_sample.PIPELINE.steps.items()
+               if not step.optional)
+    assert not already_trained(run_sample.PIPELINE, args, "train_cam")
     weights.write_bytes(b"x")
-    assert run_sample.already_trained(args, "train_cam")
-    assert not run_sample.already_trained(args, "make_cam")  # inference steps skip per image
+    assert already_trained(run_sample.PIPELINE, args, "train_cam")
+    assert not already_trained(run_sample.PIPELINE, args, "make_cam")  # inference steps skip per image
 
 
 def test_explicit_pass_or_overwrite_always_retrains(fake_voc, tmp_path):
@@ -25,8 +27,8 @@ def test_explicit_pass_or_overwrite_always_retrains(fake_voc, tmp_path):
     base = ["--voc12_root", str(fake_voc), "--cam_weights_name", str(weights)]
     args = _resolve(base + ["--train_cam_pass", "True"])
     assert args.train_cam_pass and not args.make_cam_pass
-    assert not run_sample.already_trained(args, "train_cam")
-    assert not run_sample.already_trained(_resolve(base + ["--overwrite", "True"]), "train_cam")
+    assert not already_trained(run_sample.PIPELINE, args, "train_cam")
+    assert not already_trained(run_sample.PIPELINE, _resolve(base + ["--overwrite", "True"]), "train_cam")
 
 
 def test_voc_profile_keeps_reference_defaults(fake_voc):
@@ -43,7 +45,7 @@ def test_profile_by_name_for_a_small_voc_layout_root(fake_voc):
     """--profile toy gives a VOC-layout root of one's own the toy sizes in one flag; an explicit
     size flag still wins over the profile."""
     args = _resolve(["--voc12_root", str(fake_voc), "--profile", "toy", "--irn_batch_size", "4"])
-    toy = run_sample.PROFILES["toy"]
+    toy = load_profile("toy")
     assert args.profile == "toy" and args.irn_batch_size == 4
     assert (args.cam_crop_size, args.exp_times, args.seg_backbone) == (
         toy["cam_crop_size"], toy["exp_times"], toy["seg_backbone"]) == (128, 4, "resnet50")
@@ -52,13 +54,13 @@ def test_profile_by_name_for_a_small_voc_layout_root(fake_voc):
 
 
 def test_help_texts_come_from_the_profiles():
-    helps = {a.dest: a.help for a in run_sample.build_parser()._actions}
-    for key in run_sample.PROFILES["voc12"]:
-        for name, profile in run_sample.PROFILES.items():
-            value = profile[key]
-            shown = " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    helps = {a.dest: a.help for a in run_sample.parser()._actions}
+    for key in load_profile("voc12"):
+        for name in PROFILE_FILES:
+            value = load_profile(name)[key]
+            shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
             assert f"{shown} ({name})" in helps[key], (key, helps[key])
-    assert "3 (voc12), 5 (toy)" in helps["irn_num_epoches"]
+    assert "3 (voc12), 3 (coco14), 5 (toy)" in helps["irn_num_epoches"]
 
 
 def test_network_flags_import_the_named_module(fake_voc, tmp_path, monkeypatch):
@@ -66,16 +68,16 @@ def test_network_flags_import_the_named_module(fake_voc, tmp_path, monkeypatch):
     the reference; a module that cannot be imported or has no Net is a clear error."""
     import pytest
 
-    from step import common
+    from step.driver import context
     (tmp_path / "my_cam.py").write_text("from net.resnet50_cam import Net as _Base\n\n"
                                         "class Net(_Base):\n    custom = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert common.network("my_cam", "--cam_network").custom
+    assert context.network("my_cam", "--cam_network").custom
     (tmp_path / "no_net.py").write_text("X = 1\n")
     with pytest.raises(ValueError, match="--amn_network no_net: the module has no class Net"):
-        common.network("no_net", "--amn_network")
+        context.network("no_net", "--amn_network")
     with pytest.raises(ImportError, match="--irn_network net.nothing_here: cannot import"):
-        common.network("net.nothing_here", "--irn_network")
+        context.network("net.nothing_here", "--irn_network")
 
 
 def test_amp_and_layout_defaults_by_profile(fake_voc):
@@ -91,13 +93,13 @@ def test_amp_and_layout_defaults_by_profile(fake_voc):
 
 
 def test_deterministic_flag_limits_torch_to_deterministic_kernels(fake_voc):
-    from step import common
+    from step.driver import context
     args = _resolve(["--voc12_root", str(fake_voc), "--device", "cpu"])
-    common.device(args)
+    context.device(args)
     assert not args.deterministic and not torch.are_deterministic_algorithms_enabled()
     args = _resolve(["--voc12_root", str(fake_voc), "--device", "cpu", "--deterministic", "True"])
     try:
-        common.device(args)
+        context.device(args)
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     finally:

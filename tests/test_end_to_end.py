@@ -11,8 +11,9 @@ from data.toy_dataset import ToyConfig
 from misc.io.maps import load_maps
 from misc.io.png import load_png
 from misc.irn.ins_seg import load_instances
+from step.driver import flags, resolve
 from tests import reference_ops
-from tests.tiny import TINY_PROFILE
+from tests.tiny import tiny_profile_file
 
 
 def _seed_labels(maps: dict, first: int, thres: float) -> np.ndarray:
@@ -25,12 +26,13 @@ def _seed_labels(maps: dict, first: int, thres: float) -> np.ndarray:
 def test_no_argument_run_on_a_tiny_configuration(tmp_path, monkeypatch):
     """`python run_sample.py` with no flags: builds the toy dataset and its backbone, runs
     every step, writes the report, the plots and the run's configuration."""
-    monkeypatch.setattr(run_sample, "TOY_ROOT", tmp_path / "data" / "toy")
-    monkeypatch.setattr(run_sample, "TOY_CONFIG", ToyConfig.tiny())
-    monkeypatch.setattr(run_sample, "TOY_BACKBONE", tmp_path / "data" / "cache" / "r50.pth")
-    monkeypatch.setattr(run_sample, "TOY_PRETRAIN_STEPS", 2)
-    monkeypatch.setitem(run_sample.PROFILES, "toy", {**run_sample.PROFILES["toy"], **TINY_PROFILE,
-                                                     "checkpoint_every": 2})
+    monkeypatch.setattr(resolve, "TOY_ROOT", tmp_path / "data" / "toy")
+    monkeypatch.setattr(resolve, "TOY_CONFIG", ToyConfig.tiny())
+    monkeypatch.setattr(resolve, "TOY_BACKBONE", tmp_path / "data" / "cache" / "r50.pth")
+    monkeypatch.setattr(resolve, "TOY_PRETRAIN_STEPS", 2)
+    monkeypatch.setitem(flags.PROFILE_FILES, "toy",
+                        tiny_profile_file(tmp_path, flags.PROFILE_FILES["toy"],
+                                          checkpoint_every=2))
     monkeypatch.chdir(tmp_path)
     out = run_sample.main([])
     assert list(out["timings"]) == ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label",

@@ -10,15 +10,7 @@ import torch
 import run_sample
 from misc.io.maps import load_maps
 from net import resnet50_cam, resnet50_irn
-from net.resnet50 import ResNet50
 from tests.tiny import flags
-
-
-@pytest.fixture
-def weights(tmp_path):
-    path = tmp_path / "r50.pth"
-    torch.save(ResNet50().state_dict(), path)
-    return path
 
 
 def _cam_checkpoint(path, n_classes: int):
@@ -32,38 +24,38 @@ def test_root_without_jpegimages(tmp_path):
         run_sample.main(["--voc12_root", str(tmp_path / "nowhere"), "--eval_cam_pass", "True"])
 
 
-def test_list_naming_a_missing_image(tiny_toy, tmp_path, weights):
+def test_list_naming_a_missing_image(tiny_toy, tmp_path, r50):
     ids = (tiny_toy / "ImageSets/Segmentation/train_aug.txt").read_text().split()
     bad_list = tmp_path / "mine.txt"
     bad_list.write_text("\n".join(ids[:3] + ["2007_999999"]) + "\n")
     with pytest.raises(FileNotFoundError, match="1 images of .*mine.txt are missing.*2007_999999"):
-        run_sample.main(flags(tiny_toy, tmp_path, weights)
+        run_sample.main(flags(tiny_toy, tmp_path, r50)
                         + ["--train_list", str(bad_list), "--train_cam_pass", "True"])
 
 
-def test_corrupt_image(tiny_toy, tmp_path, weights):
+def test_corrupt_image(tiny_toy, tmp_path, r50):
     root = shutil.copytree(tiny_toy, tmp_path / "toy")
     victim = sorted((root / "JPEGImages").glob("*.jpg"))[0]
     victim.write_bytes(victim.read_bytes()[:200])  # a truncated download
     with pytest.raises(ValueError, match=f"cannot decode image {victim}.*corrupt; replace it"):
-        run_sample.main(flags(root, tmp_path, weights) + ["--train_cam_pass", "True"])
+        run_sample.main(flags(root, tmp_path, r50) + ["--train_cam_pass", "True"])
     victim.write_bytes(b"not an image")
     _cam_checkpoint(tmp_path / "sess" / "res50_cam.pth", 3)
     with pytest.raises(ValueError, match=f"cannot decode image {victim}.*corrupt"):
-        run_sample.main(flags(root, tmp_path, weights) + ["--make_cam_pass", "True"])
+        run_sample.main(flags(root, tmp_path, r50) + ["--make_cam_pass", "True"])
 
 
-def test_step_before_its_input(tiny_toy, tmp_path, weights):
+def test_step_before_its_input(tiny_toy, tmp_path, r50):
     with pytest.raises(FileNotFoundError, match="res50_cam.pth not found: run train_cam"):
-        run_sample.main(flags(tiny_toy, tmp_path, weights) + ["--make_cam_pass", "True"])
+        run_sample.main(flags(tiny_toy, tmp_path, r50) + ["--make_cam_pass", "True"])
     _cam_checkpoint(tmp_path / "sess" / "res50_cam.pth", 3)
     with pytest.raises(FileNotFoundError, match="no CAM for 8 of 8 ids.*--make_cam_pass True "
                                                 "first"):
-        run_sample.main(flags(tiny_toy, tmp_path, weights) + ["--eval_cam_pass", "True"])
+        run_sample.main(flags(tiny_toy, tmp_path, r50) + ["--eval_cam_pass", "True"])
 
 
 @pytest.mark.parametrize("made_by", ["cam_of_5_classes", "irn"])
-def test_checkpoint_of_another_network_or_class_count(tiny_toy, tmp_path, weights, made_by):
+def test_checkpoint_of_another_network_or_class_count(tiny_toy, tmp_path, r50, made_by):
     cam = tmp_path / "sess" / "res50_cam.pth"
     if made_by == "irn":
         cam.parent.mkdir(parents=True)
@@ -72,7 +64,7 @@ def test_checkpoint_of_another_network_or_class_count(tiny_toy, tmp_path, weight
         _cam_checkpoint(cam, 5)  # the tiny toy has 3 classes
     with pytest.raises(ValueError, match="does not fit net.resnet50_cam.Net.*another network or "
                                          "class count.*Rerun train_cam"):
-        run_sample.main(flags(tiny_toy, tmp_path, weights) + ["--make_cam_pass", "True"])
+        run_sample.main(flags(tiny_toy, tmp_path, r50) + ["--make_cam_pass", "True"])
     assert cam.is_file()  # the user's file is left alone
 
 
@@ -83,16 +75,16 @@ def test_missing_backbone_weights(tiny_toy, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_request_without_cuda(tiny_toy, tmp_path, weights):
+def test_cuda_request_without_cuda(tiny_toy, tmp_path, r50):
     with pytest.raises(RuntimeError, match="--device cuda was requested.*--device cpu"):
-        run_sample.main(flags(tiny_toy, tmp_path, weights)
+        run_sample.main(flags(tiny_toy, tmp_path, r50)
                         + ["--device", "cuda", "--train_cam_pass", "True"])
     assert not (tmp_path / "sess").exists()  # failed before writing anything
 
 
-def test_full_disk_while_writing_maps(tiny_toy, tmp_path, weights, monkeypatch):
+def test_full_disk_while_writing_maps(tiny_toy, tmp_path, r50, monkeypatch):
     _cam_checkpoint(tmp_path / "sess" / "res50_cam.pth", 3)
-    argv = flags(tiny_toy, tmp_path, weights) + ["--make_cam_pass", "True"]
+    argv = flags(tiny_toy, tmp_path, r50) + ["--make_cam_pass", "True"]
     run_sample.main(argv)
     written = sorted((tmp_path / "cam").glob("*.npz"))
     before = {p.name: load_maps(p) for p in written}

@@ -26,7 +26,6 @@ from misc.io.png import load_png, save_png
 from misc.irn.ins_seg import InstanceResult, load_instances, save_instances
 from misc.irn.sem_seg import boundary_map
 from net import resnet50_irn
-from net.resnet50 import ResNet50
 from tests.tiny import flags
 
 
@@ -54,17 +53,14 @@ def gt_maps(root: Path, out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def chain(tiny_toy, tmp_path_factory):
+def chain(tiny_toy, tmp_path_factory, r50):
     """train_irn, make_ins_seg, eval_ins_seg, make_sem_seg and make_cocoann, once."""
     out = tmp_path_factory.mktemp("ins")
-    weights = out / "r50.pth"
-    torch.manual_seed(0)
-    torch.save(ResNet50().state_dict(), weights)
     gt_maps(tiny_toy, out)
     passes = ("train_irn", "make_ins_seg", "eval_ins_seg", "make_sem_seg", "make_cocoann")
-    result = run_sample.main(flags(tiny_toy, out, weights)
+    result = run_sample.main(flags(tiny_toy, out, r50)
                              + [a for p in passes for a in (f"--{p}_pass", "True")])
-    return tiny_toy, out, weights, result
+    return tiny_toy, out, r50, result
 
 
 def test_steps_run_in_pipeline_order(chain):

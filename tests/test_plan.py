@@ -1,4 +1,4 @@
-"""The plan check before the first step (step/plan.py, docs/README.md "Plan check"): a call
+"""The plan check before the first step (step/driver/plan.py, docs/README.md "Plan check"): a call
 whose inputs are missing, uncovered or unloadable stops in well under a second with one message
 naming every problem and the flags that fix it, having written no output."""
 from __future__ import annotations
@@ -15,22 +15,14 @@ import torch
 from PIL import Image
 
 import run_sample
-from net.resnet50 import ResNet50
-from step import plan
-from step.dataflow import STEP_IO
-from step.plan import PlanError, check_plan, verify
+from step.driver import plan
+from step.driver.plan import PlanError, check_plan, verify
+from step.driver.workspace import already_trained
 from tests.tiny import REPO, flags
 
 # what start_run writes before the check: the run's record, log, dataset tags and locks
 BOOKKEEPING = {"run_config.json", "runs.jsonl", "run.log", "sample_train_eval.log", ".dataset",
                ".run.lock"}
-
-
-@pytest.fixture(scope="module")
-def r50(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("weights") / "r50.pth"
-    torch.save(ResNet50().state_dict(), path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +47,7 @@ def voc_like(tmp_path_factory) -> Path:
 
 
 def _resolve(argv: list[str]):
-    return run_sample.resolve(run_sample.build_parser().parse_args(argv))
+    return run_sample.resolved(argv)
 
 
 def _plan_error(argv: list[str]) -> tuple[str, float]:
@@ -70,11 +62,17 @@ def _plan_error(argv: list[str]) -> tuple[str, float]:
 
 
 def _written(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if p.is_file() and p.name not in BOOKKEEPING]
+    return [p for p in out.rglob("*") if p.is_file() and p.name not in BOOKKEEPING
+            and not p.name.endswith(".run.lock")]
 
 
-def test_the_table_follows_the_pipeline_order():
-    assert list(STEP_IO) == list(run_sample.STEPS)
+def test_the_declarations_follow_the_pipeline_order():
+    """Each pass reads only what an earlier pass (or the user) provides: no pass reads a path
+    that a later pass writes."""
+    steps = list(run_sample.PIPELINE.steps.values())
+    for i, step in enumerate(steps):
+        later = {f.flag for s in steps[i + 1:] for f in s.writes}
+        assert not {f.flag for f in step.reads} & later, step.name
 
 
 def test_train_amn_on_fresh_outputs_names_the_passes_that_make_its_labels(tiny_toy, r50,
@@ -112,7 +110,7 @@ def test_voc_whole_chain_trap(voc_like, r50, tmp_path, monkeypatch):
     sem_seg.mkdir()
     for i in (REPO / "voc12" / "train_aug.txt").read_text().split():
         (sem_seg / f"{i}.png").touch()
-    (problem,) = check_plan(_resolve(argv))
+    (problem,) = check_plan(run_sample.PIPELINE, _resolve(argv))
     assert "--seg_backbone_weights" in problem
 
 
@@ -159,8 +157,8 @@ def test_weight_files_with_wrong_keys(tiny_toy, tmp_path):
 def test_a_consistent_whole_chain_passes(tiny_toy, r50, tmp_path, capsys):
     gt = ["--train_seg_gt_pass", "True", "--eval_seg_gt_pass", "True"]  # the optional passes
     args = _resolve(flags(tiny_toy, tmp_path, r50) + gt)
-    result = verify(args)
-    assert result.problems == [] and result.steps == list(STEP_IO)
+    result = verify(run_sample.PIPELINE, args)
+    assert result.problems == [] and result.steps == list(run_sample.PIPELINE.steps)
     out = capsys.readouterr().out
     assert "plan: 18 steps, inputs checked in" in out
     assert "plan: outputs need ~" in out and " free on " in out
@@ -172,16 +170,16 @@ def test_a_whole_chain_rerun_checks_the_checkpoints_it_keeps(tiny_toy, r50, tmp_
     cam.parent.mkdir()
     torch.save({"fc_edge1.0.weight": torch.zeros(2)}, cam)
     args = _resolve(flags(tiny_toy, tmp_path, r50))
-    assert run_sample.already_trained(args, "train_cam")
-    (problem,) = check_plan(args, kept=["train_cam"])  # make_cam reads the kept file
+    assert already_trained(run_sample.PIPELINE, args, "train_cam")
+    (problem,) = check_plan(run_sample.PIPELINE, args, kept=["train_cam"])  # make_cam reads the kept file
     assert problem.startswith(f"--cam_weights_name: checkpoint {cam} does not fit")
-    assert check_plan(args) == []  # retrained in this call: not read
+    assert check_plan(run_sample.PIPELINE, args) == []  # retrained in this call: not read
 
 
 def test_missing_list_and_images(tiny_toy, r50, tmp_path):
     missing_images = tmp_path / "mine.txt"
     missing_images.write_text("toy_000000\n2007_999999\n")
-    problems = check_plan(_resolve(
+    problems = check_plan(run_sample.PIPELINE, _resolve(
         flags(tiny_toy, tmp_path, r50) + ["--train_list", str(tmp_path / "nowhere.txt"),
                                           "--infer_list", str(missing_images),
                                           "--train_cam_pass", "True", "--make_sem_seg_pass",
@@ -192,7 +190,7 @@ def test_missing_list_and_images(tiny_toy, r50, tmp_path):
 
 
 def test_a_training_list_shorter_than_a_batch(tiny_toy, r50, tmp_path):
-    problems = check_plan(_resolve(flags(tiny_toy, tmp_path, r50)
+    problems = check_plan(run_sample.PIPELINE, _resolve(flags(tiny_toy, tmp_path, r50)
                                    + ["--train_cam_pass", "True", "--cam_batch_size", "32"]))
     assert problems == [f"train_cam: --train_list {tiny_toy / 'ImageSets/Segmentation/train_aug.txt'}"
                         f" has 24 images, fewer than one batch of --cam_batch_size 32; lower it"]
@@ -200,7 +198,7 @@ def test_a_training_list_shorter_than_a_batch(tiny_toy, r50, tmp_path):
 
 def test_outputs_larger_than_the_free_space(tiny_toy, r50, tmp_path, monkeypatch):
     monkeypatch.setattr(plan.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=10**6))
-    (problem,) = check_plan(_resolve(flags(tiny_toy, tmp_path, r50)
+    (problem,) = check_plan(run_sample.PIPELINE, _resolve(flags(tiny_toy, tmp_path, r50)
                                      + ["--train_cam_pass", "True", "--make_cam_pass", "True"]))
     assert "the outputs need ~" in problem and "and only 1.0 MB are free" in problem
     assert f"{tmp_path / 'sess/res50_cam.pth'} ~" in problem
@@ -209,7 +207,7 @@ def test_outputs_larger_than_the_free_space(tiny_toy, r50, tmp_path, monkeypatch
 def test_the_size_estimate_scales_with_the_images(tiny_toy, r50, tmp_path):
     """CAM maps: images x mean pixels x classes x bytes per channel-pixel."""
     args = _resolve(flags(tiny_toy, tmp_path, r50) + ["--make_cam_pass", "True"])
-    checker = plan._Checker(args)
+    checker = plan._Checker(run_sample.PIPELINE, args)
     ids = (tiny_toy / "ImageSets/Segmentation/train_aug.txt").read_text().split()
     pixels = np.mean([np.prod(Image.open(tiny_toy / "JPEGImages" / f"{i}.jpg").size)
                       for i in ids])

@@ -1,6 +1,7 @@
 """Output records: a rerun remakes outputs whose inputs or flags changed, keeps those that match
 (resume), and evaluation refuses a folder made from other inputs."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,14 +13,8 @@ from misc.io.png import load_png
 from misc.io.records import begin_output, end_output, is_done, make_record, mismatch, read_record
 from net import resnet50_cam
 from net.resnet50 import ResNet50
+from step.driver.workspace import already_trained
 from tests.tiny import flags
-
-
-@pytest.fixture
-def weights(tmp_path):
-    path = tmp_path / "r50.pth"
-    torch.save(ResNet50().state_dict(), path)
-    return path
 
 
 def _cam_checkpoint(path, seed: int) -> None:
@@ -44,7 +39,7 @@ def test_begin_output_keeps_matching_files_and_remakes_stale_ones_in_place(tmp_p
     assert mismatch(folder, a) == f"{folder} is unfinished (its step was interrupted)"
     b = make_record("make_cam", {"w": {"path": "w.pth", "sha256": "2"}}, {"scales": (1.0,)})
     reason = begin_output(folder, b, ".npz", overwrite=False)
-    assert reason == f"w.pth changed, scales 1.0 0.5 -> 1.0 since {folder} was made"
+    assert reason == f"w.pth changed, --scales 1.0 0.5 -> 1.0 since {folder} was made"
     # stale but still there (a failure half-way loses nothing); a rewritten file is done
     assert (folder / "x.npz").exists() and not is_done(folder / "x.npz")
     assert read_record(folder)["id"] == b["id"]
@@ -63,8 +58,8 @@ def test_begin_output_keeps_matching_files_and_remakes_stale_ones_in_place(tmp_p
     assert moved["id"] == b["id"]
 
 
-def test_retrained_cam_checkpoint_remakes_the_maps(fake_voc, tmp_path, weights):
-    argv = flags(fake_voc, tmp_path, weights) + ["--make_cam_pass", "True"]
+def test_retrained_cam_checkpoint_remakes_the_maps(fake_voc, tmp_path, r50):
+    argv = flags(fake_voc, tmp_path, r50) + ["--make_cam_pass", "True"]
     checkpoint = tmp_path / "sess" / "res50_cam.pth"
     _cam_checkpoint(checkpoint, seed=0)
     run_sample.main(argv)
@@ -88,17 +83,17 @@ def test_retrained_cam_checkpoint_remakes_the_maps(fake_voc, tmp_path, weights):
     # evaluating maps of an older checkpoint is refused, naming the pass that remakes them
     _cam_checkpoint(checkpoint, seed=2)
     with pytest.raises(ValueError, match=r"changed since .*rerun --make_cam_pass True"):
-        run_sample.main(flags(fake_voc, tmp_path, weights) + ["--eval_cam_pass", "True"])
+        run_sample.main(flags(fake_voc, tmp_path, r50) + ["--eval_cam_pass", "True"])
 
 
-def test_threshold_change_remakes_the_ir_labels(fake_voc, tmp_path, weights):
+def test_threshold_change_remakes_the_ir_labels(fake_voc, tmp_path, r50):
     _cam_checkpoint(tmp_path / "sess" / "res50_cam.pth", seed=0)
-    base = flags(fake_voc, tmp_path, weights)
+    base = flags(fake_voc, tmp_path, r50)
     run_sample.main(base + ["--make_cam_pass", "True", "--cam_to_ir_label_pass", "True"])
     run_sample.main(base + ["--cam_to_ir_label_pass", "True", "--conf_fg_thres", "0.05",
                             "--conf_bg_thres", "0.01"])
     log = (tmp_path / "run.log").read_text()
-    assert "cam_conf_fg_thres 0.3 -> 0.05, cam_conf_bg_thres 0.05 -> 0.01 since" in log
+    assert "--cam_conf_fg_thres 0.3 -> 0.05, --cam_conf_bg_thres 0.05 -> 0.01 since" in log
     # the same labels as a fresh run at the new thresholds
     fresh = tmp_path / "fresh"
     run_sample.main(base + ["--cam_to_ir_label_pass", "True", "--conf_fg_thres", "0.05",
@@ -109,19 +104,22 @@ def test_threshold_change_remakes_the_ir_labels(fake_voc, tmp_path, weights):
         np.testing.assert_array_equal(load_png(path), load_png(tmp_path / "ir_label" / path.name))
 
 
-def test_whole_chain_retrains_a_checkpoint_made_from_other_inputs(fake_voc, tmp_path, weights):
-    args = run_sample.resolve(run_sample.build_parser().parse_args(flags(fake_voc, tmp_path, weights)))
+def test_whole_chain_retrains_a_checkpoint_made_from_other_inputs(fake_voc, tmp_path, r50):
+    weights = tmp_path / "r50.pth"  # a copy: this test replaces the backbone file
+    shutil.copy(r50, weights)
+    args = run_sample.resolved(flags(fake_voc, tmp_path, weights))
     assert args.resume_chain
     _cam_checkpoint(tmp_path / "sess" / "res50_cam.pth", seed=0)
-    assert run_sample.already_trained(args, "train_cam")  # no record: made elsewhere, kept
-    from step.common import expected_record
-    end_output(tmp_path / "sess" / "res50_cam.pth", expected_record(args, "train_cam"))
-    assert run_sample.already_trained(args, "train_cam")
+    assert already_trained(run_sample.PIPELINE, args, "train_cam")  # no record: made elsewhere, kept
+    end_output(tmp_path / "sess" / "res50_cam.pth",
+               run_sample.PIPELINE.expected_record(args, "train_cam"))
+    assert already_trained(run_sample.PIPELINE, args, "train_cam")
+    torch.manual_seed(1)
     torch.save(ResNet50().state_dict(), weights)  # another backbone
-    assert not run_sample.already_trained(args, "train_cam")
+    assert not already_trained(run_sample.PIPELINE, args, "train_cam")
 
 
-def test_records_under_torchrun(fake_voc, tmp_path, weights):
+def test_records_under_torchrun(fake_voc, tmp_path, r50):
     """Two gloo processes: rank 0 decides and deletes before any rank writes; a retrained
     checkpoint remakes every map, each rank its half."""
     import os
@@ -130,7 +128,7 @@ def test_records_under_torchrun(fake_voc, tmp_path, weights):
 
     from tests.tiny import REPO
     checkpoint = tmp_path / "sess" / "res50_cam.pth"
-    argv = flags(fake_voc, tmp_path, weights) + ["--make_cam_pass", "True"]
+    argv = flags(fake_voc, tmp_path, r50) + ["--make_cam_pass", "True"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                 str(REPO / "run_sample.py")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

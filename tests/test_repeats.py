@@ -11,35 +11,43 @@ import pytest
 
 import repeat
 import run_sample
-from misc.report.repeats import aggregate, claims, is_finished, mark_finished, threshold_bands, write_summary
+from misc.report.repeats import (
+    aggregate,
+    claims,
+    is_finished,
+    mark_finished,
+    threshold_bands,
+    write_summary,
+)
+from step.driver.resolve import insert_folder, is_output_flag, parse, separate_outputs
 from tests.tiny import flags
 
 
 def test_insert_folder_and_dataset_folders_agree():
-    ins = run_sample.insert_folder
+    ins = insert_folder
     assert ins("result/cam", "coco14", "result") == "result/coco14/cam"
     assert ins("result", "coco14", "result") == "result/coco14"
     assert ins("sess/res50_cam.pth", "coco14", "result") == "sess/coco14/res50_cam.pth"
     assert ins("/o/sess/a.pth", "seeds/seed1", "/o") == "/o/seeds/seed1/sess/a.pth"
     assert ins("/w/x.pth", "seeds/seed1", "/o") == "/w/seeds/seed1/x.pth"
-    args = run_sample.build_parser().parse_args(["--dataset", "coco14", "--cam_out_dir", "mine"])
-    run_sample.separate_outputs(args)
+    args = parse(run_sample.PIPELINE, ["--dataset", "coco14", "--cam_out_dir", "mine"])
+    separate_outputs(run_sample.PIPELINE, args)
     assert (args.cam_out_dir, args.cocoann_out_dir, args.amn_weights_name) == (
         "mine", "result/coco14", "sess/coco14/res50_amn.pth")
-    parts = run_sample.build_parser().parse_args(["--toy_dataset", "parts"])
-    run_sample.separate_outputs(parts)  # the embedded parts dataset: a folder of its own
+    parts = parse(run_sample.PIPELINE, ["--toy_dataset", "parts"])
+    separate_outputs(run_sample.PIPELINE, parts)  # the embedded parts dataset: a folder of its own
     assert (parts.cam_out_dir, parts.seg_gt_weights_name) == ("result/parts/cam",
                                                               "sess/parts/deeplabv2_gt.pth")
-    own_root = run_sample.build_parser().parse_args(["--toy_dataset", "parts",
+    own_root = parse(run_sample.PIPELINE, ["--toy_dataset", "parts",
                                                      "--voc12_root", "/v"])
-    run_sample.separate_outputs(own_root)  # a root given: --toy_dataset plays no part
+    separate_outputs(run_sample.PIPELINE, own_root)  # a root given: --toy_dataset plays no part
     assert own_root.cam_out_dir == "result/cam"
     seed = _parsed(repeat.seed_argv(["--toy_dataset", "parts"], 2))
     assert seed.cam_out_dir == "result/parts/seeds/seed2/cam"
 
 
 def _parsed(argv: list[str]):
-    return run_sample.build_parser().parse_args(argv)
+    return parse(run_sample.PIPELINE, argv)
 
 
 def test_seed_argv_moves_every_output_into_the_seed_folder(tmp_path):
@@ -55,7 +63,7 @@ def test_seed_argv_moves_every_output_into_the_seed_folder(tmp_path):
     given = _parsed(repeat.seed_argv(flags(tmp_path / "voc", out, tmp_path / "w.pth"), 1))
     assert given.metrics_file == str(out / "seeds/seed1/metrics.jsonl")
     assert given.cam_weights_name == str(out / "seeds/seed1/sess/res50_cam.pth")
-    outputs = [v for k, v in vars(given).items() if run_sample.is_output_flag(k)]
+    outputs = [v for k, v in vars(given).items() if is_output_flag(k)]
     assert outputs and all("seeds/seed1" in v for v in outputs)
     with pytest.raises(SystemExit):
         repeat.parse(["--seeds", "0", "--seed", "1"])
@@ -143,17 +151,12 @@ def test_finished_means_report_and_marker_of_the_same_command(tmp_path):
 CAM_PASSES = ["--train_cam_pass", "True", "--make_cam_pass", "True", "--eval_cam_pass", "True"]
 
 
-def test_two_tiny_seeds_then_a_rerun_skips_both(tiny_toy, tmp_path, capsys):
-    import torch
-
-    from net.resnet50 import ResNet50
-    weights = tmp_path / "r50.pth"  # random weights: enough to check the mechanics
-    torch.save(ResNet50().state_dict(), weights)
-    out = tmp_path / "out"
+def test_two_tiny_seeds_then_a_rerun_skips_both(tiny_toy, tmp_path, r50, capsys):
+    out = tmp_path / "out"  # random backbone weights (r50): enough to check the mechanics
     # train on the 8-image train list (one batch), one scale: seconds per seed
     small = ["--train_list", str(tiny_toy / "ImageSets/Segmentation/train.txt"),
              "--cam_scales", "1.0"]
-    argv = ["--seeds", "0", "1", *flags(tiny_toy, out, weights), *CAM_PASSES, *small]
+    argv = ["--seeds", "0", "1", *flags(tiny_toy, out, r50), *CAM_PASSES, *small]
     start = time.time()
     files = repeat.main(argv)
     first = time.time() - start

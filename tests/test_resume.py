@@ -13,7 +13,6 @@ import torch
 
 from misc.engine.train import state_path
 from misc.io.maps import load_maps
-from net.resnet50 import ResNet50
 from tests.tiny import REPO, flags
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses SIGKILL")
@@ -43,19 +42,16 @@ def _kill_once(argv: list[str], log: Path, ready, timeout: float = 300) -> None:
         proc.wait()
 
 
-def test_killed_steps_resume_to_the_same_outputs(tiny_toy, tmp_path):
-    weights = tmp_path / "r50.pth"
-    torch.manual_seed(0)
-    torch.save(ResNet50(num_classes=10).state_dict(), weights)
+def test_killed_steps_resume_to_the_same_outputs(tiny_toy, tmp_path, r50):
     extra = ["--cam_num_epoches", "3", "--checkpoint_every", "1", "--infer_batch_size", "2",
              "--cam_scales", "1.0", "0.5", "1.5", "2.0"]
     train, make = ["--train_cam_pass", "True"], ["--make_cam_pass", "True"]
     ref, out = tmp_path / "ref", tmp_path / "killed"
     ref.mkdir(), out.mkdir()
-    _run(flags(tiny_toy, ref, weights) + extra + train + make, ref / "log.txt")
+    _run(flags(tiny_toy, ref, r50) + extra + train + make, ref / "log.txt")
 
     # train_cam killed right after its first training state, then rerun
-    argv = flags(tiny_toy, out, weights) + extra
+    argv = flags(tiny_toy, out, r50) + extra
     final = out / "sess" / "res50_cam.pth"
     _kill_once(argv + train, out / "log.txt", state_path(final).is_file)
     assert not final.exists() and state_path(final).is_file()

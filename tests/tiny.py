@@ -16,6 +16,18 @@ TINY_PROFILE = dict(cam_crop_size=64, cam_resize_long=(56, 72), cam_batch_size=8
                     seg_backbone="resnet50", seg_crop_size=32, seg_batch_size=4, seg_num_iters=2)
 
 
+def tiny_profile_file(folder: Path, extends: str | Path, **more) -> Path:
+    """A profile file (TOML) with the tiny sizes over `extends` (a profile name or file)."""
+    def toml(v) -> str:
+        if isinstance(v, tuple):
+            return "[" + ", ".join(map(toml, v)) + "]"
+        return f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+    lines = [f'extends = "{extends}"'] + [f"{k} = {toml(v)}" for k, v in {**TINY_PROFILE, **more}.items()]
+    path = folder / f"tiny_{Path(extends).stem}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def profile_flags(profile: dict) -> list[str]:
     """`--key value...` for every entry of a profile."""
     argv = []

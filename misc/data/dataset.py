@@ -2,7 +2,7 @@
 
 A dataset is a folder of images with image-level labels and, for evaluation, semantic ground
 truth. voc12/ (VOC 2012 and any VOC-layout root, the toy dataset included) and coco14/ implement
-`SegDataset`; steps get one from the factory in step/common.py (`--dataset`), so nothing below
+`SegDataset`; steps get one from the factory in step/driver/context.py (`--dataset`), so nothing below
 step/ knows which dataset it runs on.
 
 Conventions shared by all datasets:

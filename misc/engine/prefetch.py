@@ -2,9 +2,9 @@
 
 On a CPU, torch releases the GIL inside its kernels, so drawing the next synthetic batch (numpy /
 PIL) overlaps the current step instead of waiting for it. One thread consumes the iterator in
-order, so a seeded iterator yields exactly what a plain loop would. Measured on 2 cores: the
-backbone pretraining's 80 steps 32.7 -> 30.2 s; but the toy train_cam's DataLoader behind it
-74-76 -> 85 s (identical losses), so misc/engine/train.py does not use it.
+order, so a seeded iterator yields exactly what a plain loop would. The synthetic pretraining
+uses it; the training loop does not, since behind a DataLoader it was slower
+(docs/measurements.md).
 """
 from __future__ import annotations
 

@@ -11,7 +11,9 @@ step, losses, every rank's RNG) to `<out_path stem>.state.pth` every that many s
 `resume` a later call continues from that state exactly where the killed run stopped (same
 batches, same augmentations, since both are keyed by seed and epoch; same dropout, since each
 rank gets its own random streams back). The state file is removed once the final checkpoint is
-written.
+written. It carries the id of the record the driver wrote for `out_path` before training (the
+inputs and flags it is trained from, docs/outputs.md): a state of another record is never
+resumed from, but set aside with a message.
 
 Faults (docs/pipeline.md §2.7): a non-finite loss, averaged over ranks so that every rank sees
 it, stops training before the update (NonFiniteLoss); a state whose weights are not finite is
@@ -38,6 +40,7 @@ from misc.engine.log import log
 from misc.engine.precision import grad_scaler, low_precision, prepare_model
 from misc.io.atomic import atomic_path
 from misc.io.checkpoints import save_checkpoint
+from misc.io.records import read_record
 
 # loss_fn(forward, batch on device) -> scalar float32 loss; `forward` is the model (or, under
 # amp / channels_last, a function calling it with float32 outputs): loss_fn only calls it
@@ -99,23 +102,14 @@ def _rng_state(device: torch.device) -> dict:
 
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
-    """Restore what `_rng_state` took (a state from before per-rank saving has torch's only)."""
+    """Restore what `_rng_state` took (its CUDA stream only when both runs are on CUDA)."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
-    if "numpy" in state:
-        name, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-
-
-def _rank_rngs(state: dict) -> list[dict]:
-    """The per-rank RNG states of a state file (one shared state in files of older versions)."""
-    if isinstance(state["rng"], list):
-        return state["rng"]
-    return [{"torch": state["rng"], **({"cuda": state["cuda_rng"]} if "cuda_rng" in state else {})}]
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 def _finite(model: torch.nn.Module) -> bool:
@@ -125,11 +119,13 @@ def _finite(model: torch.nn.Module) -> bool:
 
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                max_step: int, batch_size: int, losses: list[float], rngs: list[dict]) -> None:
-    """Write a resumable state (atomically); `rngs`: every rank's random streams, by rank."""
+                max_step: int, batch_size: int, losses: list[float], rngs: list[dict],
+                record: str | None) -> None:
+    """Write a resumable state (atomically); `rngs`: every rank's random streams, by rank;
+    `record`: the id of the output record it trains towards."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "max_step": max_step, "batch_size": batch_size, "losses": list(losses),
-             "world_size": len(rngs), "rng": rngs}
+             "world_size": len(rngs), "rng": rngs, "record": record}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -145,6 +141,7 @@ class _StateFile:
     device: torch.device
     desc: str
     out_path: Path
+    record: str | None = None
     step: int | None = None
 
     def due(self, step: int) -> bool:
@@ -161,14 +158,23 @@ class _StateFile:
         rngs = dist.gather_to_main(_rng_state(self.device))
         if dist.is_main():
             _save_state(self.path, model, optimizer, step, self.total, self.batch_size, losses,
-                        rngs)
+                        rngs, self.record)
         self.step = step
 
-    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float]:
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float] | None:
         """Restore the state on every rank, each rank its own random streams; returns the
         losses so far. The optimiser keeps this call's hyperparameters (lr, momentum, weight
-        decay), so that a rerun with a lowered learning rate uses it."""
+        decay), so that a rerun with a lowered learning rate uses it. A state written towards
+        another record (other inputs or flags) is set aside instead: returns None."""
         state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("record") != self.record:
+            dist.barrier()  # every rank has read it before the main rank moves it
+            aside = self.path.with_name(self.path.name.removesuffix(".pth") + ".set-aside.pth")
+            if dist.is_main():
+                self.path.replace(aside)
+            log(f"{self.desc}: {self.path} was written by a run with other inputs or flags than "
+                f"this one's: set aside as {aside.name}, training starts afresh")
+            return None
         if (state["max_step"], state["batch_size"]) != (self.total, self.batch_size):
             raise ValueError(
                 f"{self.path} is the state of a run with {state['max_step']} steps at batch "
@@ -182,7 +188,7 @@ class _StateFile:
         self.step = int(state["step"])
         if hasattr(optimizer, "global_step"):  # PolyOptimizer keeps its schedule position outside
             optimizer.global_step = self.step
-        _set_rng_state(self._own_rng(_rank_rngs(state)), self.device)
+        _set_rng_state(self._own_rng(state["rng"]), self.device)
         return [float(v) for v in state["losses"]]
 
     def _own_rng(self, rngs: list[dict]) -> dict:
@@ -261,12 +267,13 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
     optimizer = make_optimizer(total)
     result = TrainResult()
     states = _StateFile(state_path(out_path), checkpoint_every, total, batch_size, device, desc,
-                        Path(out_path))
+                        Path(out_path), (read_record(out_path) or {}).get("id"))
     step = 0
     if resume and states.path.is_file():
-        result.losses = states.load(model, optimizer)
-        step = states.step
-        log(f"{desc}: resumed from {states.path} at step {step}/{total}")
+        losses = states.load(model, optimizer)
+        if losses is not None:
+            result.losses, step = losses, states.step
+            log(f"{desc}: resumed from {states.path} at step {step}/{total}")
     for epoch in range(step // per_epoch, epochs):
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)

@@ -20,19 +20,16 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor]) ->
 
 @dataclass(frozen=True)
 class CheckpointKeys:
-    """How checkpoint files may name keys that a network's state_dict does not have; a network
-    declares it as its class attribute `checkpoint_keys` and `load_checkpoint` applies it
-    (docs/pipeline.md §2.9).
+    """How the reference's checkpoint files may name keys that a network's state_dict does not
+    have; a network declares it as its class attribute `checkpoint_keys` and `load_checkpoint`
+    applies it (docs/pipeline.md §2.9).
 
     aliases: alias prefix -> canonical prefix. The reference registers module lists over the
         same modules (e.g. CAM's `backbone.0.*` is `stage1.*`), so its files hold each of those
         tensors twice. An alias key is checked equal to its canonical key and dropped (renamed
         when the canonical key is absent); keys the network owns itself are never folded.
-    obsolete: exact keys that older files of this project carry and the network no longer has;
-        dropped by name.
     """
     aliases: Mapping[str, str] = field(default_factory=dict)
-    obsolete: tuple[str, ...] = ()
 
 
 # How a state_dict's keys show which network wrote it: (test on the key set, description).
@@ -101,9 +98,8 @@ def _not_weights(state: object) -> str | None:
 def _canonical_state(state: dict[str, torch.Tensor], own: set[str], keys: CheckpointKeys,
                      ignore_prefixes: tuple[str, ...], path: Path, made_by: str
                      ) -> dict[str, torch.Tensor]:
-    """`state` with ignored and obsolete keys dropped and alias keys folded (CheckpointKeys)."""
-    state = {k: v for k, v in state.items()
-             if not k.startswith(ignore_prefixes) and k not in keys.obsolete}
+    """`state` with ignored keys dropped and alias keys folded (CheckpointKeys)."""
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     for key in [k for k in state if k not in own]:
         alias = next((a for a in keys.aliases if key.startswith(a)), None)
         if alias is None:
@@ -143,8 +139,8 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
 
     `ignore_prefixes` names keys a reference checkpoint may carry that the model does not need
     (e.g. IRN's loss buffers); they are dropped by name. The model's `checkpoint_keys`
-    (CheckpointKeys) maps the reference's alias keys and drops obsolete ones; everything else
-    must match. A failed load changes neither the file nor the model."""
+    (CheckpointKeys) maps the reference's alias keys; everything else must match. A failed
+    load changes neither the file nor the model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found: run {made_by} first")

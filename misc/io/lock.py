@@ -1,7 +1,9 @@
 """One run at a time per output folder (docs/pipeline.md §2.8).
 
-A run takes an exclusive lock on `<folder>/.run.lock` for every folder it writes and keeps the
-file open for its lifetime. The kernel drops the lock when the process ends, however it ends
+A run takes an exclusive lock on a lock file for every output it writes (each folder and each
+checkpoint: `<parent>/.<name>.run.lock`, so that no output folder is made before its step runs;
+a folder that every call writes, such as the metrics folder: `<folder>/.run.lock`) and keeps
+the file open for its lifetime. The kernel drops the lock when the process ends, however it ends
 (SIGKILL, out of memory, a crash), so a killed run never leaves a folder locked, unlike a pid
 file. The lock is a POSIX record lock (`fcntl.lockf`), owned by the process, rather than
 `flock`, which forked children share: a killed run's DataLoader workers, still exiting, would
@@ -36,10 +38,20 @@ class FolderInUse(RuntimeError):
     """Another live process holds the lock of an output folder."""
 
 
-def lock_folders(folders: Iterable[str | Path], command: str, hint: str = "") -> list[Path]:
-    """Take the lock of every folder (made if missing) or of none: raise FolderInUse naming
-    the holder, with `hint` (what else the user can do) appended. Returns the lock files."""
-    paths = sorted({Path(f).resolve() / LOCK_NAME for f in folders})
+def lock_file_of(output: str | Path) -> Path:
+    """The lock file of an output folder or file: beside it, in its parent folder."""
+    output = Path(output).resolve()
+    return output.parent / f".{output.name}{LOCK_NAME}"
+
+
+def lock_folders(folders: Iterable[str | Path], command: str, hint: str = "",
+                 outputs: Iterable[str | Path] = ()) -> list[Path]:
+    """Take the lock of every folder (`<folder>/.run.lock`, the folder made if missing) and of
+    every output (`lock_file_of`, its parent made if missing), or of none: raise FolderInUse
+    naming the holder, with `hint` (what else the user can do) appended. Returns the lock
+    files."""
+    paths = sorted({Path(f).resolve() / LOCK_NAME for f in folders}
+                   | {lock_file_of(o) for o in outputs})
     taken = []
     try:
         for path in paths:

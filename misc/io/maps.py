@@ -48,17 +48,14 @@ def save_maps(path: str | Path, keys: np.ndarray, cam: np.ndarray, high_res: np.
 
 
 def load_maps(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a map file written by `save_maps` (or a float32 one with `cam`/`high_res` arrays,
-    as earlier versions wrote): {"keys", "cam", "high_res"}; a clear error if it is missing or
-    corrupt."""
+    """Read a map file written by `save_maps`: {"keys", "cam", "high_res"} (float32); a clear
+    error if it is missing or corrupt."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"map file {path} not found: run the step that makes it first "
                                 f"(make_cam for result/cam, make_amn_cam for result/amn_cam)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "high_res" in data.files:
-                return {k: data[k] for k in ("keys", "cam", "high_res")}
             return {"keys": data["keys"], "cam": _decode(data["cam_lo"], data["cam_hi"]),
                     "high_res": _decode(data["high_res_lo"], data["high_res_hi"])}
     except Exception as err:

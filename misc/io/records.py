@@ -101,7 +101,7 @@ def write_record(target: str | Path, record: Mapping, complete: bool) -> None:
 
 def differences(old: Mapping, new: Mapping) -> list[str]:
     """Why `old` (stored) is not `new` (wanted), in words: "sess/res50_cam.pth changed",
-    "cam_conf_fg_thres 0.3 -> 0.35", ... An input whose new id is unknown (None) is not
+    "--cam_conf_fg_thres 0.3 -> 0.35", ... An input whose new id is unknown (None) is not
     compared."""
     if old.get("step") != new["step"]:
         return [f"it was made by {old.get('step')}, not {new['step']}"]
@@ -113,7 +113,7 @@ def differences(old: Mapping, new: Mapping) -> list[str]:
             reasons.append(f"{want['path']} changed")
     for name, value in new["settings"].items():
         if old.get("settings", {}).get(name, "<unset>") != value:
-            reasons.append(f"{name} {_show(old.get('settings', {}).get(name))} -> {_show(value)}")
+            reasons.append(f"--{name} {_show(old.get('settings', {}).get(name))} -> {_show(value)}")
     return reasons
 
 
@@ -131,7 +131,7 @@ def begin_output(folder: str | Path, record: Mapping, suffix: str, overwrite: bo
     place until it is replaced, so a failure half-way loses nothing. Writes `record` as
     incomplete. Returns None when the files are kept, else the reason they are remade."""
     folder = Path(folder)
-    old = read_record(folder)
+    old = record_of(folder)
     has_files = folder.is_dir() and any(folder.glob(f"*{suffix}"))
     if overwrite:
         reason = "--overwrite True"
@@ -144,15 +144,30 @@ def begin_output(folder: str | Path, record: Mapping, suffix: str, overwrite: bo
         marker = folder / REMAKE_NAME
         marker.unlink(missing_ok=True)
         marker.touch()  # the filesystem's clock, the same one that stamps the outputs
+    if folder.is_file():  # a checkpoint: the file it replaces, told apart from one given by hand
+        record = {**record, "replaces": file_digest(folder)}
     write_record(folder, record, complete=False)
     return reason
 
 
-def end_output(target: str | Path, record: Mapping) -> None:
-    """After a step finished writing `target`: its record, complete (and no stale files)."""
+def end_output(target: str | Path, record: Mapping, suffix: str = "") -> int:
+    """After a step finished writing `target`: its record, complete. In a folder that was
+    being remade, the `*<suffix>` files the step did not remake (ids not on its list) were
+    made under another record and are removed, so that the record describes every file of
+    the folder. Returns how many were removed."""
+    removed = 0
+    marker = Path(target) / REMAKE_NAME
+    if Path(target).is_dir() and marker.is_file():
+        for path in Path(target).glob(f"*{suffix}"):
+            if path.is_file() and not is_done(path):
+                path.unlink()
+                removed += 1
+    if Path(target).is_file():  # the file the record describes, by content
+        record = {**record, "sha256": file_digest(target)}
     write_record(target, record, complete=True)
     if Path(target).is_dir():
-        (Path(target) / REMAKE_NAME).unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
+    return removed
 
 
 def is_done(path: str | Path) -> bool:
@@ -169,10 +184,23 @@ def is_done(path: str | Path) -> bool:
         return True
 
 
+def record_of(target: str | Path) -> dict | None:
+    """The stored record of a folder or file, when it describes what is there now. A file (a
+    checkpoint) replaced by hand after its record was written, or put there while its step was
+    unfinished, is described by none (None: given by hand)."""
+    record = read_record(target)
+    if record is None or not Path(target).is_file():
+        return record
+    now = file_digest(target)
+    if record.get("complete"):
+        return record if record.get("sha256", now) == now else None
+    return record if record.get("replaces") == now else None
+
+
 def mismatch(target: str | Path, record: Mapping) -> str | None:
     """Why `target` is not what `record` describes (None when it is, or when `target` has no
-    record: made outside this pipeline, not judged)."""
-    old = read_record(target)
+    record that describes it: made outside this pipeline, not judged)."""
+    old = record_of(target)
     if old is None:
         return None
     changed = differences(old, record)

@@ -256,10 +256,12 @@ def results_table(records: dict[str, dict], timings: dict[str, float],
 
 
 def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: str | Path,
-                 steps: list[str], examples_png: Path | None = None) -> str:
+                 steps: list[str], examples_png: Path | None = None,
+                 notes: list[str] = ()) -> str:
     """Write result/report.md (the results table, the random walk's gain and the threshold
-    plateaus, the threshold curves and their plot, the example grid when given) and return the
-    results table."""
+    plateaus, the threshold curves and their plot, the example grid when given, then `notes`:
+    what the reader should know about the inputs, e.g. a checkpoint used as given) and return
+    the results table."""
     records = latest_records(metrics_file)
     table = results_table(records, timings, steps)
     lines = [table]
@@ -273,6 +275,8 @@ def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: st
     if examples_png is not None:
         lines += ["", f"![image, CAM, AMN map, pseudo-mask, ground truth, instances]"
                       f"({examples_png.name})"]
+    if notes:
+        lines += ["", "Notes:"] + [f"- {note}" for note in notes]
     with atomic_path(out_md) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return table

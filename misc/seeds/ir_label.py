@@ -29,9 +29,8 @@ def _make_one(job: Job) -> str:
     return out_path
 
 
-# a spawned worker costs ~1 s to start, a toy image's CRF ~0.04 s: below this many images one
-# process is faster (the tests' tiny roots), above it the pool pays (toy, 240 images, 2 cores:
-# 11 s in one process, 8 s in two)
+# a spawned worker costs about a second to start and a toy image's CRF a few hundredths: below
+# this many images one process is faster (the tests' tiny roots), above it the pool pays
 MIN_JOBS_FOR_POOL = 32
 
 

@@ -36,8 +36,7 @@ def size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list
     """Indices in batches of at most `batch_size`, ordered by size within each orientation so
     that a batch holds equal or similar sizes (the least padding). A batch never mixes
     landscape and portrait images: a 500x375 and a 375x500 image share a 512x512 canvas, 36%
-    of it padding (on the VOC-scale bench, 2 such images took 12.1 s each on a CPU against
-    7.0 s one at a time)."""
+    of it padding, slower than one at a time (docs/measurements.md)."""
     batches = []
     for portrait in (False, True):
         group = sorted((i for i in range(len(sizes)) if (sizes[i][0] >= sizes[i][1]) == portrait),

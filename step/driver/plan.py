@@ -3,7 +3,7 @@ read exists or is made by an earlier pass of the same call, the weights fit thei
 the lists name images of the dataset, and the disk holds the outputs. Every problem is
 collected and raised at once, in seconds, instead of one at a time hours into the run.
 
-What each pass reads and writes comes from step/dataflow.py (STEP_IO); the checkpoint checks
+What each pass reads and writes comes from the steps' declarations; the checkpoint checks
 reuse the loaders of misc/io/ and net/resnet50.py, so their messages are the steps'.
 """
 from __future__ import annotations
@@ -27,14 +27,14 @@ from misc.io.checkpoints import load_checkpoint
 from net.deeplabv2 import BACKBONES, SEG_WEIGHTS_HELP, deeplab_v2_msc
 from net.resnet50 import WEIGHTS_HELP, ResNet50, load_backbone_weights
 from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
-from step import common
-from step.dataflow import STEP_IO, list_of, path_of
+from step.driver import context
+from step.driver.provenance import Pipeline, list_of, path_of
 
 # Bytes per image pixel of each per-image output, measured on the toy-COCO run (240 images of
 # ~112x112: file bytes / image pixels over result/coco14/<folder>) and rounded up. Map files are
 # per channel-pixel, one channel per class of the image (AMN adds the background): 4.30 in the
 # float32 format (4 x (1 + 1/16): full size + stride 4, plus npz headers), 0.61 (CAM) and 0.90
-# (AMN) in today's 16-bit compressed one (misc/artifacts.save_maps; the toy maps re-encoded).
+# (AMN) in today's 16-bit compressed one (misc/io/maps.save_maps; the toy maps re-encoded).
 # The PNGs compress: VOC-size labels take less per pixel.
 BYTES_PER_PIXEL = {"cam_out_dir": 0.65, "amn_cam_out_dir": 0.95,    # per channel
                    "ir_label_out_dir": 0.06, "amn_ir_label_out_dir": 0.05,
@@ -51,25 +51,9 @@ TRAINING_COPIES = 3
 MEAN_CLASSES = 1.5  # classes per image when a list has no image-level labels (VOC: 1.56)
 SIZE_SAMPLE = 20    # images whose header gives a list's mean size
 
-NOUNS = {"cam_out_dir": "CAM", "ir_label_out_dir": "IR label", "amn_cam_out_dir": "AMN map",
-         "amn_ir_label_out_dir": "AMN IR label", "sem_seg_out_dir": "pseudo-mask",
-         "ins_seg_out_dir": "instance label", "seg_label_dir": "training label",
-         "seg_pred_out_dir": "prediction", "seg_test_out_dir": "test prediction",
-         "seg_gt_pred_out_dir": "prediction"}
-# lists whose ids need no image-level label: eval_seg predicts without them
-UNLABELLED = ("seg_eval_list", "seg_test_list")
 # read flags whose files a pass makes under another flag: train_seg's labels are make_sem_seg's
 # pseudo-masks, also when --seg_label_dir names a folder of its own
 MADE_AS = {"seg_label_dir": "sem_seg_out_dir"}
-# eval_ins_seg scores the ids of the split that were made and skips the rest
-PARTIAL_READS = {("eval_ins_seg", "ins_seg_out_dir")}
-# training passes: (list, batch flag); misc.engine.dist.GlobalBatchSampler needs one whole batch
-BATCHES = {"train_cam": ("train_list", "cam_batch_size"),
-           "train_amn": ("train_list", "amn_batch_size"),
-           "train_irn": ("train_list", "irn_batch_size"),
-           "train_seg": ("seg_train_list", "seg_batch_size"),
-           "train_seg_gt": ("seg_train_list", "seg_batch_size")}
-
 
 class PlanError(FileNotFoundError, ValueError):
     """This call's passes cannot all run: one message lists every problem. Both a
@@ -90,17 +74,18 @@ class Producer:
     ids: frozenset | None  # the ids it writes; None when its list is unreadable
 
 
-def check_plan(args: argparse.Namespace, kept: Iterable[str] = ()) -> list[str]:
+def check_plan(pipeline: Pipeline, args: argparse.Namespace, kept: Iterable[str] = ()
+               ) -> list[str]:
     """Every problem of this call's plan (empty when it can run). `kept`: enabled training
     passes that will not run because their checkpoint exists (run_sample.already_trained)."""
-    return inspect_plan(args, kept).problems
+    return inspect_plan(pipeline, args, kept).problems
 
 
-def verify(args: argparse.Namespace, kept: Iterable[str] = ()) -> Plan:
+def verify(pipeline: Pipeline, args: argparse.Namespace, kept: Iterable[str] = ()) -> Plan:
     """check_plan, raising PlanError with every problem; logs the disk estimate and the time.
     Every rank runs it (reads only, seconds), so under torchrun all ranks stop together."""
     start = time.perf_counter()
-    plan = inspect_plan(args, kept)
+    plan = inspect_plan(pipeline, args, kept)
     seconds = time.perf_counter() - start
     if plan.problems:
         n = len(plan.problems)
@@ -114,21 +99,23 @@ def verify(args: argparse.Namespace, kept: Iterable[str] = ()) -> Plan:
     return plan
 
 
-def inspect_plan(args: argparse.Namespace, kept: Iterable[str] = ()) -> Plan:
+def inspect_plan(pipeline: Pipeline, args: argparse.Namespace, kept: Iterable[str] = ()
+                 ) -> Plan:
     kept = set(kept)
-    plan = Plan([name for name in STEP_IO if getattr(args, f"{name}_pass") and name not in kept])
-    check = _Checker(args)
+    plan = Plan([name for name in pipeline.steps
+                 if getattr(args, f"{name}_pass") and name not in kept])
+    check = _Checker(pipeline, args)
     plan.problems += check.device()
     plan.problems += check.lists(plan.steps)
     plan.problems += check.batches(plan.steps)
     plan.problems += check.ground_truth(plan.steps)
     produced: dict[str, Producer] = {}
     for name in plan.steps:
-        io = STEP_IO[name]
-        for flag, list_flag in io.reads:
-            plan.problems += check.read(name, flag, list_flag, produced)
-        for flag, list_flag in io.writes:
-            path = path_of(args, flag)
+        io = pipeline.steps[name]
+        for files in io.reads:
+            plan.problems += check.read(name, files.flag, files.ids, produced)
+        for files in io.writes:
+            list_flag, path = files.ids, path_of(args, files.flag)
             if path is not None:
                 ids = check.ids(list_flag) if list_flag else ()
                 produced[_key(path)] = Producer(name, list_flag,
@@ -160,8 +147,8 @@ def _message(err: BaseException) -> str:
 class _Checker:
     """The checks of one plan, with the lists, folder listings and weight checks cached."""
 
-    def __init__(self, args: argparse.Namespace):
-        self.args, self.data = args, common.dataset(args)
+    def __init__(self, pipeline: Pipeline, args: argparse.Namespace):
+        self.steps, self.args, self.data = pipeline.steps, args, context.dataset(args)
         self._ids: dict[str, list[str] | None] = {}
         self._list_errors: dict[str, str] = {}
         self._weights: dict[tuple, list[str]] = {}
@@ -205,10 +192,10 @@ class _Checker:
         labels where a pass reads them)."""
         used, labelled = {}, set()
         for name in steps:
-            io = STEP_IO[name]
-            for list_flag in [lf for _, lf in io.reads + io.writes if lf] + list(io.images + io.gt):
+            io = self.steps[name]
+            for list_flag in [f.ids for f in io.reads + io.writes if f.ids] + list(io.images + io.gt):
                 used.setdefault(list_flag, None)
-            labelled.update(lf for lf in io.images if lf not in UNLABELLED)
+            labelled.update(lf for lf in io.images if lf not in io.unlabelled)
         problems, imaged = [], set()
         for list_flag in used:
             ids = self.ids(list_flag)
@@ -229,8 +216,8 @@ class _Checker:
     def batches(self, steps: list[str]) -> list[str]:
         """Each training list holds one global batch, which splits evenly over the ranks."""
         problems, world = [], dist.world()[1]
-        for name in (n for n in steps if n in BATCHES):
-            list_flag, batch_flag = BATCHES[name]
+        for name in (n for n in steps if self.steps[n].batch):
+            list_flag, batch_flag = self.steps[name].trains_on[0], self.steps[name].batch
             ids, batch = self.ids(list_flag), getattr(self.args, batch_flag)
             if ids is not None and len(ids) < batch:
                 problems.append(f"{name}: {self.list_desc(list_flag)} has {len(ids)} images, "
@@ -244,7 +231,7 @@ class _Checker:
         """A ground-truth PNG for every id of the lists the evaluations score."""
         problems, seen = [], set()
         for name in steps:
-            for list_flag in STEP_IO[name].gt:
+            for list_flag in self.steps[name].gt:
                 ids, key = self.ids(list_flag), list_of(self.args, list_flag)
                 if ids is None or key in seen:
                     continue
@@ -266,17 +253,18 @@ class _Checker:
              produced: dict[str, Producer]) -> list[str]:
         if list_flag is None:
             return self.file_read(step, flag, produced)
-        if (step, flag) in PARTIAL_READS or self.ids(list_flag) is None:
+        partial = any(f.partial for f in self.steps[step].reads if f.flag == flag)
+        if partial or self.ids(list_flag) is None:
             return []
         return self.folder_read(step, flag, list_flag, produced)
 
     def writer_of(self, path: str) -> tuple[str, str, str | None] | None:
         """(pass, flag, list flag) of the pass that writes `path` under these flags."""
-        for name, io in STEP_IO.items():
-            for flag, list_flag in io.writes:
-                value = path_of(self.args, flag)
+        for name, io in self.steps.items():
+            for files in io.writes:
+                value = path_of(self.args, files.flag)
                 if value is not None and _key(value) == _key(path):
-                    return name, flag, list_flag
+                    return name, files.flag, files.ids
         return None
 
     def locate(self, flag: str) -> tuple[str, str, str, tuple | None]:
@@ -285,9 +273,14 @@ class _Checker:
         if path is None:  # --seg_label_dir gt
             return str(self.data.gt_dir()), ".png", "ground-truth label", None
         writer = self.writer_of(path)
-        suffix = STEP_IO[writer[0]].suffix if writer else ".png"
-        noun = NOUNS.get(writer[1] if writer else flag, "file")
+        suffix = self.steps[writer[0]].suffix if writer else ".png"
+        noun = self.noun_of(writer[1] if writer else flag)
         return path, suffix, noun, writer
+
+    def noun_of(self, flag: str) -> str:
+        """What one file of a path flag is, from the declarations (writes first)."""
+        declared = [f for s in self.steps.values() for f in s.writes + s.reads if f.flag == flag]
+        return next((f.noun for f in declared if f.noun != "file"), "file")
 
     def folder_read(self, step: str, flag: str, list_flag: str,
                     produced: dict[str, Producer]) -> list[str]:
@@ -344,7 +337,8 @@ class _Checker:
         made earlier in this call), recursively, in pipeline order."""
         seen = set() if seen is None else seen
         needed = []
-        for flag, list_flag in STEP_IO[writer].reads:
+        for files in self.steps[writer].reads:
+            flag, list_flag = files.flag, files.ids
             path = path_of(self.args, flag)
             if path is None or _key(path) in produced:
                 continue
@@ -358,7 +352,7 @@ class _Checker:
             if absent and source and source[0] not in seen:
                 seen.add(source[0])
                 needed += self.upstream(source[0], produced, seen) + [source[0]]
-        return sorted(set(needed), key=list(STEP_IO).index)
+        return sorted(set(needed), key=list(self.steps).index)
 
     def file_read(self, step: str, flag: str, produced: dict[str, Producer]) -> list[str]:
         """A weight file made earlier in this call, or one that loads into its network."""
@@ -385,7 +379,10 @@ class _Checker:
         key = (net.get(flag, flag), path and _key(path))
         if key not in self._weights:
             try:
-                WEIGHT_LOADERS[flag](self.args, self.data.n_classes, path)
+                writer = next((n for n, s in self.steps.items()
+                               if any(f.flag == flag for f in s.writes)), flag)
+                check = WEIGHT_LOADERS.get(flag) or _checkpoint(flag, writer)
+                check(self.args, self.data.n_classes, path)
                 self._weights[key] = []
             except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
                 self._weights[key] = [f"--{flag}: {_message(err)}"]
@@ -403,14 +400,15 @@ class _Checker:
         the steps, so they count nothing)."""
         needs = {}
         for name in steps:
-            for flag, list_flag in STEP_IO[name].writes:
+            for files in self.steps[name].writes:
+                flag, list_flag = files.flag, files.ids
                 path = path_of(self.args, flag)
                 if path is None:
                     continue
                 if list_flag is None:
                     needs[path] = TRAINING_COPIES * self.checkpoint_bytes(flag)
                 elif self.ids(list_flag) is not None and flag in BYTES_PER_PIXEL:
-                    todo = self.missing(path, self.ids(list_flag), STEP_IO[name].suffix)
+                    todo = self.missing(path, self.ids(list_flag), self.steps[name].suffix)
                     needs[path] = needs.get(path, 0) + self.folder_bytes(flag, list_flag, todo)
         return needs
 
@@ -491,18 +489,18 @@ def _seg_backbone(args: argparse.Namespace, n_classes: int, path: str | None) ->
 def _network(args: argparse.Namespace, n_classes: int, flag: str) -> torch.nn.Module:
     """The network a checkpoint flag's file loads into, built as the step that reads it does."""
     if flag == "cam_weights_name":
-        return common.network(args.cam_network, "--cam_network")(n_classes)
+        return context.network(args.cam_network, "--cam_network")(n_classes)
     if flag == "amn_weights_name":
-        return common.network(args.amn_network, "--amn_network")(n_classes,
+        return context.network(args.amn_network, "--amn_network")(n_classes,
                                                                  dropout=args.amn_dropout)
     if flag == "irn_weights_name":
-        return common.network(args.irn_network, "--irn_network")()
+        return context.network(args.irn_network, "--irn_network")()
     return deeplab_v2_msc(n_classes + 1, args.seg_backbone, args.seg_backbone_style)
 
 
-def _checkpoint(flag: str) -> Callable[[argparse.Namespace, int, str | None], None]:
-    """The check of a checkpoint flag: load_checkpoint into its network, as the step does."""
-    writer = next(name for name, io in STEP_IO.items() if (flag, None) in io.writes)
+def _checkpoint(flag: str, writer: str) -> Callable[[argparse.Namespace, int, str | None], None]:
+    """The check of a checkpoint flag: load_checkpoint into its network, as the step that
+    writes it (`writer`) would be asked to."""
     ignore = REFERENCE_LOSS_BUFFERS if flag == "irn_weights_name" else ()
 
     def check(args: argparse.Namespace, n_classes: int, path: str | None) -> None:
@@ -512,12 +510,9 @@ def _checkpoint(flag: str) -> Callable[[argparse.Namespace, int, str | None], No
     return check
 
 
-# the weight-file flags of STEP_IO's reads -> the check of that file
+# the weight files that are no pass's checkpoint -> the check of that file
 WEIGHT_LOADERS: dict[str, Callable[[argparse.Namespace, int, str | None], None]] = {
-    "backbone_weights": _backbone, "seg_backbone_weights": _seg_backbone,
-    **{flag: _checkpoint(flag) for flag in ("cam_weights_name", "amn_weights_name",
-                                            "irn_weights_name", "seg_weights_name",
-                                            "seg_gt_weights_name")}}
+    "backbone_weights": _backbone, "seg_backbone_weights": _seg_backbone}
 
 
 # ---- disk ---------------------------------------------------------------------------------

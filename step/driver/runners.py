@@ -1,0 +1,66 @@
+"""The two runners that two steps each configure: seed evaluation (eval_cam / eval_amn_cam) and
+IR labels (cam_to_ir_label / amn_cam_to_ir_label)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from misc.engine import dist
+from misc.engine.log import log
+from misc.eval.metrics import evaluate_label_pngs, summary
+from misc.eval.seed_eval import evaluate_seeds
+from misc.io.metrics_file import append_metrics
+from misc.seeds.ir_label import make_ir_labels
+from step.driver.context import cpu_workers, dataset, eval_ids, id_list
+
+
+def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background_channel: bool,
+                  step: str) -> dict:
+    """eval_cam / eval_amn_cam: `map_dir` at --cam_eval_thres and every --sweep_thres, appended
+    to --metrics_file."""
+    if not dist.is_main():
+        return {}
+    data = dataset(args)
+    scores = evaluate_seeds(eval_ids(args), map_dir, data.gt_dir(), data.class_names,
+                            args.cam_eval_thres, args.sweep_thres, drop_background_channel,
+                            cpu_workers(args))
+    record = {"step": step, "split": args.chainer_eval_set, **scores}
+    append_metrics(args.metrics_file, record)
+    log(f"{step}: mIoU {100 * record['miou']:.2f} at threshold {args.cam_eval_thres}; "
+        f"best {100 * record['best_miou']:.2f} at {record['best_threshold']:.2f}")
+    log("  per class: " + ", ".join(f"{n} {100 * v:.1f}" if v is not None else f"{n} -"
+                                    for n, v in record["iou"].items()))
+    return record
+
+
+def run_ir_label_step(args: argparse.Namespace, map_dir: str | Path, out_dir: str | Path,
+                      fg_thres: float, bg_thres: float, drop_background_channel: bool,
+                      step: str) -> dict:
+    """cam_to_ir_label / amn_cam_to_ir_label: this rank's share of --train_list, then the
+    labels' score on the evaluation split."""
+    ids = dist.shard(id_list(args.train_list))
+    stats = make_ir_labels(ids, map_dir, dataset(args).image_path, out_dir, fg_thres, bg_thres,
+                           drop_background_channel, num_workers=cpu_workers(args),
+                           overwrite=args.overwrite)
+    log(f"{step}: {stats['written']} labels written, {stats['skipped']} already done, "
+        f"{stats['seconds']:.0f} s (fg {fg_thres}, bg {bg_thres}) -> {out_dir}")
+    dist.barrier()
+    if dist.is_main():
+        stats.update(score_ir_labels(args, out_dir, step))
+    return stats
+
+
+def score_ir_labels(args: argparse.Namespace, out_dir: str | Path, step: str) -> dict:
+    """mIoU of the IR labels on the evaluation split (255 ignored) and their coverage."""
+    data = dataset(args)
+    done = set(id_list(args.train_list))
+    ids = [i for i in eval_ids(args) if i in done]
+    if not ids:
+        return {}
+    conf, coverage = evaluate_label_pngs(ids, out_dir, data.gt_dir(), data.n_classes + 1, 255)
+    record = {"step": step, "split": args.chainer_eval_set, "ignore_pred": 255,
+              **summary(conf, ("background",) + data.class_names), "coverage": coverage}
+    append_metrics(args.metrics_file, record)
+    log(f"{step}: IR labels mIoU {100 * record['miou']:.2f} (255 ignored), "
+        f"coverage {100 * coverage:.1f}%")
+    return {"miou": record["miou"], "coverage": coverage}
