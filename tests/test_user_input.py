@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import run_sample
 from misc.imutils import image_problem
 from misc.io import lock
 from misc.io.maps import save_maps
+from misc.io.records import REMAKE_NAME
 from net import resnet50_cam
 from step.driver.flags import declared
 from step.driver.workspace import command_line
@@ -119,6 +121,13 @@ def test_a_remade_folders_message_counts_the_files_kept_and_made(fake_voc, tmp_p
     said = capsys.readouterr().out
     assert "keeping its 3 files of the 4 of train_aug.txt, making the other 1" in said
     assert "1 maps written, 3 already done" in said
+    # a remake (--overwrite True) killed after one file: the others are stale, and redone
+    (out / "cam" / REMAKE_NAME).touch()
+    os.utime(out / "cam" / "img_002.npz", ns=(time.time_ns() + 10**9,) * 2)
+    run_sample.main(argv)
+    said = capsys.readouterr().out
+    assert "keeping its 1 files of the 4 of train_aug.txt, making the other 3" in said
+    assert "3 maps written, 1 already done" in said
 
 
 # holds the lock of one output, as a run of make_cam does, until killed

@@ -14,7 +14,15 @@ from misc.data.dataset import load_img_name_list
 from misc.engine import dist
 from misc.engine.log import log
 from misc.errors import BadInput
-from misc.io.records import begin_output, end_output, file_input, folder_input, make_record, mismatch
+from misc.io.records import (
+    begin_output,
+    end_output,
+    file_input,
+    folder_input,
+    is_done,
+    make_record,
+    mismatch,
+)
 from step.driver.context import dataset
 from step.driver.flags import SHARED, Flag, declared
 from step.driver.interface import Files, Step
@@ -184,8 +192,8 @@ class Pipeline:
         ids = load_img_name_list(list_of(args, list_flag))
         if reason and before:
             log(f"{name}: {reason}: remaking {len(ids)} {suffix} files")
-        elif before:
-            kept = len(before & {i + suffix for i in ids})
+        elif before:  # in a remake a killed run left, files older than its marker are redone
+            kept = sum(is_done(path / f) for f in before & {i + suffix for i in ids})
             log(f"{name}: {path} was made with the same inputs and flags: keeping its {kept} "
                 f"files of the {len(ids)} of {Path(list_of(args, list_flag)).name}, "
                 f"making the other {len(ids) - kept}")
