@@ -358,7 +358,7 @@ def load_conformer_weights(net: Net, path: str | Path, flag: str = "--conformer_
     path, fix = Path(path), f"{WEIGHTS_HELP} as {flag}."
     state = read_weights(path, fix)
     kind = _file_kind(state, path, fix)
-    dropped = HEAD_KEYS if kind == "imagenet" else ()
+    dropped = tuple(k for k in HEAD_KEYS if k in state) if kind == "imagenet" else ()
     state = {k: v for k, v in state.items() if k not in dropped}
     kept = set(dropped) | (set(BAO_KEYS) if net.with_bao_layers and kind != "bao" else set())
     own = net.state_dict()
