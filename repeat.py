@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import run_sample
 from misc.report.repeats import is_finished, mark_finished, write_summary
 from step.driver.resolve import insert_folder, is_output_flag, separate_outputs
 from step.driver.resolve import parse as parse_flags
+from step.driver.workspace import command_line
 
 SEEDS_FOLDER = "seeds"
 
@@ -103,4 +105,4 @@ def main(argv: list[str] | None = None) -> dict[int, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(command_line(main))

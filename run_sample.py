@@ -11,6 +11,7 @@ docs/flags.md for every flag).
 """
 from __future__ import annotations
 
+import sys
 import time
 
 from misc.engine.log import log
@@ -38,7 +39,14 @@ from step.driver.flags import Flags, build_parser, reads_during
 from step.driver.plan import verify
 from step.driver.provenance import Pipeline, undeclared
 from step.driver.resolve import parse, resolve
-from step.driver.workspace import already_trained, finish_run, given_by_hand, start_run
+from step.driver.workspace import (
+    already_trained,
+    command_line,
+    finish_run,
+    given_by_hand,
+    start_run,
+    unread_notes,
+)
 
 # the passes, in pipeline order
 PIPELINE = Pipeline.of([
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     kept = [name for name in passes if already_trained(PIPELINE, args, name)]
     start_run(PIPELINE, args, [name for name in passes if name not in kept])
     verify(PIPELINE, args, kept=kept)  # every input of the passes, before the first one
-    notes = given_by_hand(PIPELINE, args, passes)
+    notes = given_by_hand(PIPELINE, args, passes) + unread_notes(PIPELINE, argv, passes)
     timings, results = {}, {}
     for name in passes:
         module = PIPELINE.modules[name].__name__.rsplit(".", 1)[-1]
@@ -94,4 +102,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(command_line(main))

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from misc.data.dataset import ClassLabels, LabelledRoot
+from misc.data.dataset import ClassLabels, LabelledRoot, check_readable
+from misc.errors import BadInput, MissingInput
 from misc.imutils import IGNORE
 
 COCO14_DIR = Path(__file__).resolve().parent
@@ -61,14 +62,14 @@ def detect_layout(root: str | Path) -> ImageLayout:
     """The image layout of `root` from a few folder checks (no listing of the image folders)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"COCO root {root} does not exist: pass --coco14_root pointing at "
+        raise MissingInput(f"COCO root {root} does not exist: pass --coco14_root pointing at "
                                 f"the folder that holds train2014/ and val2014/")
     for kind, base in (("official", root), ("reference", root / "JPEGImages")):
         if any((base / f"{s}2014").is_dir() for s in SPLITS):
             return ImageLayout(kind, base)
     if (root / "JPEGImages").is_dir():
         return ImageLayout("flat", root / "JPEGImages")
-    raise FileNotFoundError(
+    raise MissingInput(
         f"COCO root {root} holds no images: expected train2014/ and val2014/ (unzip "
         f"train2014.zip and val2014.zip from cocodataset.org into it), or JPEGImages/train2014/ "
         f"and JPEGImages/val2014/, or JPEGImages/<12-digit id>.jpg")
@@ -110,14 +111,14 @@ class COCODataset(LabelledRoot):
         path = self.find_image(img_id)
         if path is None:
             tried = " or ".join(str(p) for p in self.layout.candidates(img_id))
-            raise FileNotFoundError(f"image {img_id} not found: neither {tried} exists; check "
+            raise MissingInput(f"image {img_id} not found: neither {tried} exists; check "
                                     f"--coco14_root and the id list")
         return path
 
     def gt_dir(self) -> Path:
         """The folder of semantic GT PNGs <id>.png (uint8: 0 bg, 1..80, 255 ignored)."""
         if not self._gt_dir.is_dir():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"COCO ground-truth folder {self._gt_dir} not found: run "
                 f"`{prepare_command(self.root)}`, or pass the folder of ready semantic PNGs "
                 f"(e.g. coco_seg_anno)")
@@ -127,7 +128,7 @@ class COCODataset(LabelledRoot):
         """<root>/<split>14.txt when the root carries its own lists (the toy COCO does), else
         coco14/train14.txt for "train", coco14/val14.txt for "val"."""
         if split not in SPLIT_LISTS:
-            raise ValueError(f"unknown COCO split {split!r}: use one of {list(SPLIT_LISTS)}")
+            raise BadInput(f"unknown COCO split {split!r}: use one of {list(SPLIT_LISTS)}")
         own = self.root / SPLIT_LISTS[split].name
         return own if own.is_file() else SPLIT_LISTS[split]
 
@@ -138,20 +139,21 @@ class COCODataset(LabelledRoot):
     def check_images(self, ids: Sequence[str], list_name: str) -> None:
         missing = [i for i in ids if self.find_image(i) is None]
         if missing:
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{len(missing)} images of {list_name} are missing from {self.layout.base} "
                 f"({self.layout.kind} layout; first: {missing[:3]}); fix the list or the "
                 f"COCO root")
+        check_readable({i: self.find_image(i) for i in ids}, list_name)
 
 
 def read_labels(path: Path, root: Path) -> ClassLabels:
     """The 80-class labels CSV, with errors that name the preparation command."""
     if not path.is_file():
-        raise FileNotFoundError(f"COCO class-label file {path} not found: run "
+        raise MissingInput(f"COCO class-label file {path} not found: run "
                                 f"`{prepare_command(root)}` once (or pass --cls_labels FILE)")
     labels = ClassLabels.from_csv(path)
     if labels.n_classes != N_CLASSES:
-        raise ValueError(f"{path} has {labels.n_classes} classes, COCO 2014 has {N_CLASSES}: "
+        raise BadInput(f"{path} has {labels.n_classes} classes, COCO 2014 has {N_CLASSES}: "
                          f"it is not a COCO label file; rewrite it with "
                          f"`{prepare_command(root)}`")
     return labels

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from coco14.dataloader import GT_FOLDER, LABELS_FILE, N_CLASSES, SPLITS, ImageLayout, detect_layout
 from misc.engine.workers import cpu_pool
+from misc.errors import BadInput, MissingInput
 from misc.imutils import IGNORE
 from misc.io.atomic import atomic_path, remove_stale_temporaries
 from misc.io.png import save_png
@@ -85,17 +86,17 @@ def annotation_path(ann_dir: Path, split: str) -> Path:
 def load_annotations(path: Path) -> dict:
     """The parsed instances JSON, with errors that say how to get a good one."""
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"COCO annotation file {path} not found: download annotations_trainval2014.zip from "
             f"cocodataset.org and unzip it into the COCO root (or pass --ann_dir)")
     try:
         data = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"COCO annotation file {path} is corrupt ({err}): unzip "
+        raise BadInput(f"COCO annotation file {path} is corrupt ({err}): unzip "
                          f"annotations_trainval2014.zip again") from err
     keys = {"images", "annotations", "categories"}
     if not isinstance(data, dict) or not keys <= set(data):
-        raise ValueError(f"{path} is not a COCO instances file (it needs the keys {sorted(keys)}): "
+        raise BadInput(f"{path} is not a COCO instances file (it needs the keys {sorted(keys)}): "
                          f"use annotations/instances_<split>2014.json")
     return data
 
@@ -104,7 +105,7 @@ def category_table(categories: list[dict], path: Path) -> tuple[tuple[str, ...],
     """(80 names in ascending COCO category id, {COCO category id: class index 0..79})."""
     cats = sorted(categories, key=lambda c: int(c["id"]))
     if len(cats) != N_CLASSES or len({c["id"] for c in cats}) != N_CLASSES:
-        raise ValueError(f"{path} defines {len(cats)} categories, COCO 2014 instances have "
+        raise BadInput(f"{path} defines {len(cats)} categories, COCO 2014 instances have "
                          f"{N_CLASSES}: pass the instances_*.json file (not captions or keypoints)")
     return tuple(str(c["name"]) for c in cats), {int(c["id"]): i for i, c in enumerate(cats)}
 
@@ -115,7 +116,7 @@ def image_records(data: dict, split: str, index: dict[int, int], path: Path) -> 
     for ann in data["annotations"]:
         cat, img = int(ann["category_id"]), int(ann["image_id"])
         if cat not in index or img not in by_image:
-            raise ValueError(f"{path}: annotation {ann.get('id')} refers to an unknown "
+            raise BadInput(f"{path}: annotation {ann.get('id')} refers to an unknown "
                              f"{'category' if cat not in index else 'image'}; the file is corrupt")
         by_image[img].append(Instance(index[cat], bool(ann.get("iscrowd", 0)), int(ann["id"]),
                                       ann["segmentation"]))
@@ -176,7 +177,7 @@ def render_semantic(record: ImageRecord) -> np.ndarray:
         try:
             rle = instance_rle(inst.segmentation, record.height, record.width)
         except Exception as err:
-            raise ValueError(f"image {record.img_id} ({record.split}2014), annotation "
+            raise BadInput(f"image {record.img_id} ({record.split}2014), annotation "
                              f"{inst.ann_id}: bad segmentation ({err})") from err
         if rle is not None:
             area = int(mask_utils.area(rle))
@@ -203,7 +204,7 @@ def check_images_exist(layout: ImageLayout, records: Sequence[ImageRecord], path
     missing = [r.img_id for r in records if not layout.path(r.img_id, r.split).is_file()]
     if missing:
         split = records[0].split
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{len(missing)} of the {len(records)} images of {path.name} are missing from "
             f"{layout.base} ({layout.kind} layout; first: {missing[:3]}): unzip {split}2014.zip "
             f"completely, or leave this split out with --splits")
@@ -248,7 +249,7 @@ def read_split(path: Path, split: str) -> tuple[tuple[str, ...], list[ImageRecor
         names, index = category_table(data["categories"], path)
         return names, image_records(data, split, index, path)
     except (KeyError, TypeError) as err:  # a field missing or of the wrong type
-        raise ValueError(f"{path} is malformed ({type(err).__name__}: {err}): unzip "
+        raise BadInput(f"{path} is malformed ({type(err).__name__}: {err}): unzip "
                          f"annotations_trainval2014.zip again") from err
 
 
@@ -257,7 +258,7 @@ def annotation_paths(root: Path, ann_dir: str | Path | None,
     """The annotation file of each split, all checked to exist before the long parse."""
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
-        raise ValueError(f"splits {list(splits)}: choose among {list(SPLITS)}")
+        raise BadInput(f"splits {list(splits)}: choose among {list(SPLITS)}")
     folder = Path(ann_dir) if ann_dir else root / "annotations"
     paths = {s: annotation_path(folder, s) for s in splits}
     for path in paths.values():
@@ -295,7 +296,7 @@ def prepare(root: str | Path, out_dir: str | Path | None = None,
         for split, path in paths.items():  # one at a time: the train JSON alone takes gigabytes
             split_names, records = read_split(path, split)
             if names not in (None, split_names):
-                raise ValueError(f"{path} and {paths[splits[0]]} list different categories: "
+                raise BadInput(f"{path} and {paths[splits[0]]} list different categories: "
                                  f"use the files of one COCO 2014 release")
             names = split_names
             check_images_exist(layout, records, path)
@@ -305,7 +306,7 @@ def prepare(root: str | Path, out_dir: str | Path | None = None,
             seconds += time.perf_counter() - start
             images += len(records)
     if len({img_id for img_id, _ in rows}) != len(rows):
-        raise ValueError(f"an image id occurs in more than one of {list(paths.values())}")
+        raise BadInput(f"an image id occurs in more than one of {list(paths.values())}")
     labels_written = write_if_changed(out / LABELS_FILE, labels_csv_text(names, rows))
     return PrepareStats(images, written, images - written, labels_written, seconds)
 

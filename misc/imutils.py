@@ -13,6 +13,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from misc.errors import BadInput, MissingInput
+
 IGNORE = 255  # label value of void / unsure pixels
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,14 +26,14 @@ def _open_image(path: str | Path, decode: bool = True) -> Iterator[Image.Image]:
     now, so that a truncated file fails here (the header alone is enough for the size)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image {path} not found: check the dataset root and the list file")
+        raise MissingInput(f"image {path} not found: check the dataset root and the list file")
     try:
         with Image.open(path) as img:
             if decode:
                 img.load()
             yield img
     except OSError as err:  # PIL's UnidentifiedImageError and truncation errors are OSErrors
-        raise ValueError(f"cannot decode image {path} ({err}): the file is corrupt; "
+        raise BadInput(f"cannot decode image {path} ({err}): the file is corrupt; "
                          f"replace it or remove its id from the list") from err
 
 
@@ -45,6 +47,31 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) of an image file, from its header."""
     with _open_image(path, decode=False) as img:
         return img.size[1], img.size[0]
+
+
+# how the last bytes of a complete file of each format read; a file cut short lacks them
+END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+TAIL_BYTES = 4096  # some writers append a little data after the end marker
+
+
+def image_problem(path: str | Path) -> str | None:
+    """Why the image file cannot be read (missing, not an image, a header PIL rejects, cut
+    short: no end marker in its last bytes), or None. Cheap: the header and the file's tail,
+    no decoding of the pixels."""
+    try:
+        with Image.open(path) as img:
+            kind, (w, h) = img.format, img.size
+        marker = END_MARKERS.get(kind)
+        if marker is not None:
+            with open(path, "rb") as f:
+                f.seek(max(0, Path(path).stat().st_size - TAIL_BYTES))
+                if marker not in f.read():
+                    return f"a {kind} file cut short (no end marker)"
+    except FileNotFoundError:
+        return "missing"
+    except OSError as err:  # PIL's UnidentifiedImageError is an OSError
+        return f"not a readable image ({err})"
+    return None if w > 0 and h > 0 else f"an image of size {w}x{h}"
 
 
 def pil_resize(img: np.ndarray, size: tuple[int, int], order: int) -> np.ndarray:

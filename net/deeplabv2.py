@@ -50,6 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc.errors import BadInput
 from misc.imutils import IMAGENET_MEAN, IMAGENET_STD
 from net.aspp import ASPP
 from net.aspp import ASPP_RATES as RATES
@@ -201,7 +202,7 @@ def convert_file(src: str | Path, dst: str | Path) -> str:
         state = state["state_dict"]
     out, dropped = convert_deeplab_pytorch(state)
     if not any(k.startswith("backbone.") for k in out):
-        raise ValueError(f"{src} has no deeplab-pytorch ResNet keys (layerK.blockJ.reduce...); "
+        raise BadInput(f"{src} has no deeplab-pytorch ResNet keys (layerK.blockJ.reduce...); "
                          f"first keys: {list(state)[:5]}")
     whole = any(k.startswith("aspp.") for k in out)
     if not whole:

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc.errors import BadInput, MissingInput
+
 WEIGHTS_HELP = (
     "Pass --backbone_weights FILE with torchvision's ImageNet ResNet-50 state_dict "
     "(resnet50-19c8e357.pth or resnet50-0676ba61.pth from download.pytorch.org/models/, "
@@ -110,11 +112,11 @@ def load_backbone_weights(model: ResNet50, path: str | Path | None,
     ValueError naming the offending keys when the file does not fit the model.
     """
     if path is None or not Path(path).is_file():
-        raise FileNotFoundError(f"backbone weights not found: {path!s}. {help_text}")
+        raise MissingInput(f"backbone weights not found: {path!s}. {help_text}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt or pickled-with-code files
-        raise ValueError(f"cannot read backbone weights {path}: {err}. {help_text}") from err
+        raise BadInput(f"cannot read backbone weights {path}: {err}. {help_text}") from err
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -124,13 +126,13 @@ def load_backbone_weights(model: ResNet50, path: str | Path | None,
     unexpected = sorted(state.keys() - own)
     if missing or unexpected:
         depth = 3 * sum(getattr(model, "n_blocks", (3, 4, 6, 3))) + 2  # 50 or 101
-        raise ValueError(
+        raise BadInput(
             f"{path} is not a torchvision ResNet-{depth} state_dict: missing keys {missing[:5]}"
             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}. {help_text}")
     for key, value in state.items():
         if own_state[key].shape != value.shape:
-            raise ValueError(f"{path}: key {key} has shape {tuple(value.shape)}, "
+            raise BadInput(f"{path}: key {key} has shape {tuple(value.shape)}, "
                              f"expected {tuple(own_state[key].shape)}. {help_text}")
     state.update({k: v for k, v in own_state.items()  # keep own head and absent counters
                   if k.startswith("fc.") or k not in state})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from step.driver.interface import Files, Flag, Step
+from step.driver.interface import UNIT, Files, Flag, Step
 from step.driver.runners import run_ir_label_step
 
 STEP = Step(
@@ -11,10 +11,10 @@ STEP = Step(
     flags=(
         Flag("conf_fg_thres", float, shapes=False,
              help="when given, overrides the fg threshold of the IR-label step(s) run in this "
-                  "call"),
-        Flag("conf_bg_thres", float, shapes=False, help="likewise for the bg threshold"),
-        Flag("cam_conf_fg_thres", float, 0.30, help="the script's 0.30"),
-        Flag("cam_conf_bg_thres", float, 0.05, help="the script's 0.05"),
+                  "call", domain=UNIT),
+        Flag("conf_bg_thres", float, shapes=False, help="likewise for the bg threshold", domain=UNIT),
+        Flag("cam_conf_fg_thres", float, 0.30, help="the script's 0.30", domain=UNIT),
+        Flag("cam_conf_bg_thres", float, 0.05, help="the script's 0.05", domain=UNIT),
         Flag("ir_label_out_dir", default="result/ir_label", shapes=False)),
     reads=(Files("cam_out_dir", "train_list"),),
     writes=(Files("ir_label_out_dir", "train_list", ".png", "IR label"),), images=("train_list",))

@@ -29,7 +29,7 @@ from misc.io.checkpoints import load_checkpoint
 from misc.io.metrics_file import append_metrics
 from net.deeplabv2 import deeplab_v2_msc
 from step.driver import context
-from step.driver.interface import Files, Flag, Step, str2bool
+from step.driver.interface import POSITIVE, Files, Flag, Step, str2bool
 
 STEP = Step(
     "eval_seg", "DeepLab-V2 predictions, dense CRF, mIoU (docs/deeplab.md §4)",
@@ -37,13 +37,13 @@ STEP = Step(
         Flag("seg_eval_list", shapes=False, help="default --val_list"),
         Flag("seg_infer_scales", float, (1.0,), nargs="+",
              help="input scales at inference, each through the MSC network (reference: 1.0 "
-                  "only)"),
+                  "only)", domain=POSITIVE),
         Flag("seg_infer_flip", str2bool, False,
              help="also infer on the mirrored image (reference: no)"),
         Flag("seg_crf", str2bool, True, help="dense CRF on the predictions"),
         Flag("seg_crf_params", float, (10, 3, 1, 4, 67, 3), nargs=6,
              metavar=("ITER", "POS_W", "POS_XY", "BI_W", "BI_XY", "BI_RGB"),
-             help="deeplab-pytorch's CRF values"),
+             help="deeplab-pytorch's CRF values", domain=POSITIVE),
         Flag("seg_test_list", shapes=False,
              help="also export predictions for this list (no GT), e.g. voc12/test.txt"),
         Flag("seg_pred_out_dir", default="result/seg_pred", shapes=False),

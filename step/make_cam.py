@@ -8,15 +8,15 @@ from misc.engine.log import log
 from misc.io.checkpoints import load_checkpoint
 from misc.seeds.multiscale import cam_merge, run_multiscale_inference
 from step.driver import context
-from step.driver.interface import PROFILE, Files, Flag, Step
+from step.driver.interface import COUNT, POSITIVE, PROFILE, Files, Flag, Step
 
 STEP = Step(
     "make_cam", "multi-scale + flip CAMs of the train list (docs/pipeline.md §3.2)",
     flags=(
         Flag("cam_scales", float, PROFILE, nargs="+",
-             help="input scales of make_cam and make_amn_cam (with flips)"),
+             help="input scales of make_cam and make_amn_cam (with flips)", domain=POSITIVE),
         Flag("infer_batch_size", int, PROFILE, shapes=False,
-             help="equal-size images per forward pass (each computes what it would alone)"),
+             help="equal-size images per forward pass (each computes what it would alone)", domain=COUNT),
         Flag("cam_out_dir", default="result/cam", shapes=False)),
     uses=("cam_network", "amp", "channels_last"),
     reads=(Files("cam_weights_name"),), writes=(Files("cam_out_dir", "train_list", ".npz", "CAM"),),

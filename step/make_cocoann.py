@@ -19,7 +19,7 @@ from misc.io.metrics_file import append_metrics
 from misc.io.png import load_png
 from misc.irn.ins_seg import load_instances
 from step.driver.context import dataset, id_list
-from step.driver.interface import Files, Flag, Step, str2bool
+from step.driver.interface import UNIT, Files, Flag, Step, str2bool
 
 STEP = Step(
     "make_cocoann", "the instance pseudo-labels as a COCO annotation file (docs/pipeline.md "
@@ -30,7 +30,7 @@ STEP = Step(
                   "components instead of the instance labels (--ins_seg_out_dir)"),
         Flag("cocoann_min_score", float, 0.0,
              help="leave out segments scoring below this (instance scores are 0 for segments "
-                  "under 1% of the image)"),
+                  "under 1% of the image)", domain=UNIT),
         Flag("cocoann_out_dir", default="result", shapes=False,
              help="make_cocoann writes <dir>/instances_<infer list name>_pseudo.json")),
     uses=("ins_seg_out_dir", "sem_seg_out_dir"),

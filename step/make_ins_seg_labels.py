@@ -21,16 +21,16 @@ from misc.engine.log import log
 from misc.io.maps import load_maps
 from misc.irn.ins_seg import edge_and_displacement, instance_masks, save_instances
 from step.driver import context
-from step.driver.interface import PROFILE, Files, Flag, Step
+from step.driver.interface import NON_NEGATIVE, POSITIVE, PROFILE, UNIT, Files, Flag, Step
 
 STEP = Step(
     "make_ins_seg", "instance pseudo-labels from IRN and the CAMs (docs/pipeline.md §3.12)",
     flags=(
         Flag("beta", float, 10.0, help="power of the affinities in the random walk (typed, "
-                                       "unlike the reference: docs/quirks.md Q13)"),
-        Flag("exp_times", int, PROFILE, help="the walk takes 2^exp_times steps"),
+                                       "unlike the reference: docs/quirks.md Q13)", domain=POSITIVE),
+        Flag("exp_times", int, PROFILE, help="the walk takes 2^exp_times steps", domain=NON_NEGATIVE),
         Flag("ins_seg_bg_thres", float, 0.25,
-             help="background score against the normalised walk of the CAMs"),
+             help="background score against the normalised walk of the CAMs", domain=UNIT),
         Flag("ins_seg_out_dir", default="result/ins_seg", shapes=False)),
     uses=("irn_network", "irn_crop_size", "amp", "channels_last"),
     reads=(Files("irn_weights_name"), Files("cam_out_dir", "infer_list")),

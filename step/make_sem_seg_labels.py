@@ -20,14 +20,14 @@ from misc.io.maps import load_maps
 from misc.io.png import save_png
 from misc.irn.sem_seg import boundary_map, pseudo_mask
 from step.driver import context
-from step.driver.interface import PROFILE, Files, Flag, Step
+from step.driver.interface import POSITIVE, PROFILE, UNIT, Files, Flag, Step
 
 STEP = Step(
     "make_sem_seg", "pseudo-masks: IRN boundaries + random walk of the AMN seeds "
                     "(docs/pipeline.md §3.10)",
     flags=(
-        Flag("sem_seg_power", float, 1.3, help="power on the AMN seeds before the walk"),
-        Flag("sem_seg_bg_thres", float, PROFILE),
+        Flag("sem_seg_power", float, 1.3, help="power on the AMN seeds before the walk", domain=POSITIVE),
+        Flag("sem_seg_bg_thres", float, PROFILE, domain=UNIT),
         Flag("sem_seg_out_dir", default="result/sem_seg", shapes=False)),
     uses=("irn_network", "irn_crop_size", "beta", "exp_times", "amp", "channels_last"),
     reads=(Files("irn_weights_name"), Files("amn_cam_out_dir", "infer_list")),

@@ -21,23 +21,34 @@ from misc.eval.metrics import confusion_matrix, summary
 from misc.io.metrics_file import append_metrics
 from misc.io.png import load_png
 from step.driver import context
-from step.driver.interface import PROFILE, Files, Flag, Step, str2bool
+from step.driver.interface import (
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROFILE,
+    Domain,
+    Files,
+    Flag,
+    Step,
+    str2bool,
+)
 
 STEP = Step(
     "train_amn", "the Activation Manipulation Network on the CAM IR labels (docs/pipeline.md "
                  "§3.5)",
     flags=(
         Flag("amn_network", default="net.resnet50_amn", help="module of the AMN network"),
-        Flag("amn_crop_size", int, PROFILE),
-        Flag("amn_batch_size", int, PROFILE),
-        Flag("amn_num_epoches", int, PROFILE),
-        Flag("amn_rescale", float, (0.5, 1.5), nargs=2),
-        Flag("amn_learning_rate", float, PROFILE, help="Adam lr of the backbone"),
+        Flag("amn_crop_size", int, PROFILE, domain=COUNT),
+        Flag("amn_batch_size", int, PROFILE, domain=COUNT),
+        Flag("amn_num_epoches", int, PROFILE, domain=COUNT),
+        Flag("amn_rescale", float, (0.5, 1.5), nargs=2, domain=Domain(0, low_open=True, ordered=True)),
+        Flag("amn_learning_rate", float, PROFILE, help="Adam lr of the backbone", domain=POSITIVE),
         Flag("amn_head_learning_rate", float, PROFILE,
-             help="Adam lr of the label encoder and the ASPP classifier"),
-        Flag("amn_weight_decay", float, 1e-4),
-        Flag("eps", float, 0.4, help="label smoothing of the per-pixel loss"),
-        Flag("amn_dropout", float, 0.1, help="dropout before the ASPP classifier"),
+             help="Adam lr of the label encoder and the ASPP classifier", domain=POSITIVE),
+        Flag("amn_weight_decay", float, 1e-4, domain=NON_NEGATIVE),
+        Flag("eps", float, 0.4, help="label smoothing of the per-pixel loss", domain=FRACTION),
+        Flag("amn_dropout", float, 0.1, help="dropout before the ASPP classifier", domain=FRACTION),
         Flag("amn_monitor", str2bool, False, shapes=False,
              help="after each epoch, single-scale mIoU on --chainer_eval_set (the reference "
                   "always does)"),

@@ -20,25 +20,26 @@ from misc.engine.train import train
 from misc.eval.metrics import mean_average_precision
 from misc.io.metrics_file import append_metrics
 from step.driver import context
-from step.driver.interface import PROFILE, Files, Flag, Step
+from step.driver.interface import COUNT, NON_NEGATIVE, POSITIVE, PROFILE, Domain, Files, Flag, Step
 
 STEP = Step(
     "train_cam", "the ResNet-50 CAM classifier (docs/pipeline.md §3.1)",
     flags=(
         Flag("cam_network", default="net.resnet50_cam",
              help="module of the CAM network (a class Net, as the reference's)"),
-        Flag("cam_crop_size", int, PROFILE),
-        Flag("cam_resize_long", int, PROFILE, nargs=2),
-        Flag("cam_batch_size", int, PROFILE),
-        Flag("cam_num_epoches", int, PROFILE),
-        Flag("cam_learning_rate", float, PROFILE),
+        Flag("cam_crop_size", int, PROFILE, domain=COUNT),
+        Flag("cam_resize_long", int, PROFILE, nargs=2, domain=Domain(1, ordered=True)),
+        Flag("cam_batch_size", int, PROFILE, domain=COUNT),
+        Flag("cam_num_epoches", int, PROFILE, domain=COUNT),
+        Flag("cam_learning_rate", float, PROFILE, domain=POSITIVE),
         Flag("cam_frozen_stages", int, PROFILE, choices=(0, 1, 2, 3),
              help="backbone stages the CAM classifier keeps fixed (conv1 and bn1 always are); "
                   "the reference: 2"),
-        Flag("cam_weight_decay", float, 1e-4),
+        Flag("cam_weight_decay", float, 1e-4, domain=NON_NEGATIVE),
         Flag("poly_momentum", float, PROFILE,
              help="SGD momentum of the poly optimiser (train_cam, train_irn); -1 = the "
-                  "reference quirk (momentum = weight decay, docs/quirks.md)"),
+                  "reference quirk (momentum = weight decay, docs/quirks.md)",
+             domain=Domain(0, 1, high_open=True, also=(-1,))),
         Flag("cam_weights_name", default="sess/res50_cam.pth", shapes=False)),
     uses=("seed", "amp", "channels_last"),
     reads=(Files("backbone_weights"),), writes=(Files("cam_weights_name"),),

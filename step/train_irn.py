@@ -28,18 +28,18 @@ from misc.io.metrics_file import append_metrics
 from misc.irn.ins_seg import fit_mean_shift
 from misc.irn.path_index import PathIndex
 from step.driver import context
-from step.driver.interface import PROFILE, Files, Flag, Step
+from step.driver.interface import COUNT, NON_NEGATIVE, POSITIVE, PROFILE, Files, Flag, Step
 
 STEP = Step(
     "train_irn", "IRN: class boundaries and displacement fields from the AMN IR labels "
                  "(docs/pipeline.md §3.9)",
     flags=(
         Flag("irn_network", default="net.resnet50_irn", help="module of the IRN network"),
-        Flag("irn_crop_size", int, PROFILE, help="also the padding size of IRN inference"),
-        Flag("irn_batch_size", int, PROFILE),
-        Flag("irn_num_epoches", int, PROFILE),
-        Flag("irn_learning_rate", float, PROFILE),
-        Flag("irn_weight_decay", float, 1e-4),
+        Flag("irn_crop_size", int, PROFILE, help="also the padding size of IRN inference", domain=COUNT),
+        Flag("irn_batch_size", int, PROFILE, domain=COUNT),
+        Flag("irn_num_epoches", int, PROFILE, domain=COUNT),
+        Flag("irn_learning_rate", float, PROFILE, domain=POSITIVE),
+        Flag("irn_weight_decay", float, 1e-4, domain=NON_NEGATIVE),
         Flag("irn_weights_name", default="sess/res50_irn.pth", shapes=False)),
     uses=("poly_momentum", "seed", "amp", "channels_last"),
     reads=(Files("amn_ir_label_out_dir", "train_list"), Files("backbone_weights")),

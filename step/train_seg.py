@@ -22,10 +22,21 @@ from misc.engine.log import log
 from misc.engine.losses import downsample_labels, pixel_ce
 from misc.engine.optim import PolyOptimizer
 from misc.engine.train import train
+from misc.errors import MissingInput
 from misc.io.metrics_file import append_metrics
 from net.deeplabv2 import MSC, deeplab_v2_msc
 from step.driver import context
-from step.driver.interface import PROFILE, Files, Flag, Step, str2bool
+from step.driver.interface import (
+    COUNT,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROFILE,
+    Files,
+    Flag,
+    Step,
+    str2bool,
+)
 
 STEP = Step(
     "train_seg", "DeepLab-V2 on the pseudo-masks (docs/deeplab.md)",
@@ -45,21 +56,21 @@ STEP = Step(
         Flag("seg_train_list", shapes=False,
              help="default --train_list (VOC: make_sem_seg must have run on it), the toy's "
                   "--infer_list"),
-        Flag("seg_crop_size", int, PROFILE),
+        Flag("seg_crop_size", int, PROFILE, domain=COUNT),
         Flag("seg_scales", float, (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0), nargs="+",
-             help="training rescale factors, one drawn per sample (AdvCAM's set)"),
-        Flag("seg_batch_size", int, PROFILE, help="images per update (in one pass)"),
-        Flag("seg_num_iters", int, PROFILE),
+             help="training rescale factors, one drawn per sample (AdvCAM's set)", domain=POSITIVE),
+        Flag("seg_batch_size", int, PROFILE, help="images per update (in one pass)", domain=COUNT),
+        Flag("seg_num_iters", int, PROFILE, domain=COUNT),
         Flag("seg_learning_rate", float, PROFILE,
-             help="backbone lr; ASPP weights 10x, biases 20x"),
-        Flag("seg_momentum", float, 0.9),
-        Flag("seg_weight_decay", float, 5e-4, help="not on the ASPP biases"),
-        Flag("seg_poly_power", float, 0.9),
-        Flag("seg_lr_decay", int, 10, help="recompute the poly lr every N iterations"),
+             help="backbone lr; ASPP weights 10x, biases 20x", domain=POSITIVE),
+        Flag("seg_momentum", float, 0.9, domain=FRACTION),
+        Flag("seg_weight_decay", float, 5e-4, help="not on the ASPP biases", domain=NON_NEGATIVE),
+        Flag("seg_poly_power", float, 0.9, domain=NON_NEGATIVE),
+        Flag("seg_lr_decay", int, 10, help="recompute the poly lr every N iterations", domain=COUNT),
         Flag("seg_balanced_ce", str2bool, True,
              help="1/2 (bg mean + fg mean) cross-entropy (AdvCAM); False: plain CE"),
         Flag("seg_checkpoint_every", int, 1000, shapes=False,
-             help="write a resumable training state every N iterations (0: never)"),
+             help="write a resumable training state every N iterations (0: never)", domain=NON_NEGATIVE),
         Flag("seg_resume", str2bool, True, shapes=False,
              help="continue a killed train_seg from its state file (ignored with --overwrite "
                   "True)"),
@@ -104,7 +115,7 @@ def label_dir(args: argparse.Namespace) -> Path:
 def check_labels(ids: list[str], folder: Path, list_name: str) -> None:
     missing = [i for i in ids if not (folder / f"{i}.png").is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{len(missing)} of {len(ids)} ids of {list_name} have no label PNG in {folder} "
             f"(first: {missing[:3]}). make_sem_seg_labels writes masks only for --infer_list: "
             f"rerun it with --infer_list set to the DeepLab training list (VOC: "

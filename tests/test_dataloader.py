@@ -63,7 +63,7 @@ def test_pil_nearest_and_bicubic():
 
 
 def test_missing_root_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no JPEGImages.*--voc12_root"):
+    with pytest.raises(FileNotFoundError, match="does not exist: pass --voc12_root"):
         VOCDataset(tmp_path / "nowhere")
 
 

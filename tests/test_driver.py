@@ -76,7 +76,7 @@ def test_network_flags_import_the_named_module(fake_voc, tmp_path, monkeypatch):
     (tmp_path / "no_net.py").write_text("X = 1\n")
     with pytest.raises(ValueError, match="--amn_network no_net: the module has no class Net"):
         context.network("no_net", "--amn_network")
-    with pytest.raises(ImportError, match="--irn_network net.nothing_here: cannot import"):
+    with pytest.raises(ValueError, match="--irn_network net.nothing_here: cannot import"):
         context.network("net.nothing_here", "--irn_network")
 
 

@@ -156,7 +156,8 @@ def test_a_pass_reading_an_undeclared_flag_stops(fake_voc, tmp_path, r50, monkey
 def test_flags_are_matched_exactly(capsys):
     with pytest.raises(SystemExit):
         run_sample.resolved(["--train_cam_pas", "True"])
-    assert "unrecognized arguments: --train_cam_pas" in capsys.readouterr().err
+    assert "error: unknown flag --train_cam_pas (did you mean --train_cam_pass?)" \
+        in capsys.readouterr().err
 
 
 def test_a_config_file_is_a_profile_of_ones_own(fake_voc, tmp_path):

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from misc.data.dataset import ClassLabels, LabelledRoot
+from misc.data.dataset import ClassLabels, LabelledRoot, check_readable
+from misc.errors import MissingInput
 from misc.imutils import IGNORE
 
 VOC12_DIR = Path(__file__).resolve().parent
@@ -24,8 +25,12 @@ class VOCDataset(LabelledRoot):
 
     def __init__(self, root: str | Path, cls_labels: str | Path | None = None):
         self.root = Path(root)
+        if not self.root.is_dir():
+            raise MissingInput(f"dataset root {self.root} does not exist: pass --voc12_root "
+                               f"pointing at VOCdevkit/VOC2012 (or leave it out to use the "
+                               f"embedded toy dataset)")
         if not (self.root / "JPEGImages").is_dir():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"dataset root {self.root} has no JPEGImages folder: pass --voc12_root pointing "
                 f"at VOCdevkit/VOC2012 (or leave it out to use the embedded toy dataset)")
         self._labels_path = Path(cls_labels) if cls_labels else default_cls_labels(self.root)
@@ -50,9 +55,10 @@ class VOCDataset(LabelledRoot):
     def check_images(self, ids: Sequence[str], list_name: str) -> None:
         missing = [i for i in ids if not self.image_path(i).is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{len(missing)} images of {list_name} are missing from {self.root}/JPEGImages "
                 f"(first: {missing[:3]}); fix the list or the dataset root")
+        check_readable({i: self.image_path(i) for i in ids}, list_name)
 
 
 def default_cls_labels(root: Path) -> Path:

@@ -21,16 +21,19 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from misc.errors import BadInput, MissingInput, MissingLabels
+from misc.imutils import image_problem
+
 
 def load_img_name_list(path: str | Path) -> list[str]:
     """Ids of a list file, one per line (first column), kept as strings."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"list file {path} not found: pass an existing file "
+        raise MissingInput(f"list file {path} not found: pass an existing file "
                                 f"(e.g. voc12/train_aug.txt)")
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     if not ids:
-        raise ValueError(f"list file {path} is empty")
+        raise BadInput(f"list file {path} is empty")
     return ids
 
 
@@ -49,17 +52,17 @@ class ClassLabels:
     def from_csv(cls, path: str | Path) -> "ClassLabels":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"class-label file {path} not found: pass --cls_labels FILE "
+            raise MissingInput(f"class-label file {path} not found: pass --cls_labels FILE "
                                     f"(a CSV `image_id,<class names>` with 0/1 rows)")
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
         if not rows or len(rows[0]) < 2:
-            raise ValueError(f"{path}: expected a header `image_id,<class names...>`")
+            raise BadInput(f"{path}: expected a header `image_id,<class names...>`")
         names = tuple(rows[0][1:])
         by_id = {}
         for n, row in enumerate(rows[1:], start=2):
             if len(row) != len(names) + 1:
-                raise ValueError(f"{path}, line {n}: {len(row) - 1} values for {len(names)} classes")
+                raise BadInput(f"{path}, line {n}: {len(row) - 1} values for {len(names)} classes")
             by_id[row[0]] = np.array([float(v) for v in row[1:]], np.float32)
         return cls(names, by_id)
 
@@ -69,7 +72,7 @@ class ClassLabels:
     def check_ids(self, ids: Sequence[str], list_name: str) -> None:
         missing = [i for i in ids if i not in self.by_id]
         if missing:
-            raise KeyError(f"{len(missing)} ids of {list_name} have no image-level label "
+            raise MissingLabels(f"{len(missing)} ids of {list_name} have no image-level label "
                            f"(first: {missing[:3]}); the list and the class-label file do not match")
 
 
@@ -128,3 +131,15 @@ def check_ids(dataset: SegDataset, ids: Sequence[str], list_name: str) -> None:
     """Every id has an image and an image-level label, or a clear error naming the list."""
     dataset.check_images(ids, list_name)
     dataset.labels.check_ids(ids, list_name)
+
+
+def check_readable(paths: dict[str, Path], list_name: str) -> None:
+    """Every image of a list can be read (misc.imutils.image_problem: header and end marker),
+    or one error naming the bad ones, so that the plan check stops a call before any step
+    overwrites an output."""
+    bad = {i: p for i, p in ((i, image_problem(path)) for i, path in paths.items()) if p}
+    if bad:
+        shown = "; ".join(f"{paths[i]}: {why}" for i, why in list(bad.items())[:3])
+        raise BadInput(f"{len(bad)} images of {list_name} cannot be read ({shown}"
+                         f"{'; ...' if len(bad) > 3 else ''}); replace them or remove their ids "
+                         f"from the list")

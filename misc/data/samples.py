@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from misc import imutils
 from misc.data.dataset import SegDataset, check_ids
+from misc.errors import BadInput
 from misc.io.png import load_png
 
 
@@ -132,11 +133,11 @@ class SegTrainDataset(SegmentationDataset):
         rng, name = self.rng(index), self.ids[index]
         img, label = self.image(index), load_png(self.label_dir / f"{name}.png")
         if img.shape[:2] != label.shape:
-            raise ValueError(f"label {self.label_dir / name}.png is {label.shape}, its image "
+            raise BadInput(f"label {self.label_dir / name}.png is {label.shape}, its image "
                              f"{img.shape[:2]}: labels must have the image's size")
         bad = (label != imutils.IGNORE) & (label >= self.n_classes)
         if bad.any():
-            raise ValueError(f"label {self.label_dir / name}.png holds values "
+            raise BadInput(f"label {self.label_dir / name}.png holds values "
                              f"{np.unique(label[bad])[:5].tolist()} >= {self.n_classes} classes")
         s = self.scales[int(rng.integers(len(self.scales)))]
         h, w = int(img.shape[0] * s), int(img.shape[1] * s)

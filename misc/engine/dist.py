@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from misc.errors import BadInput
+
 
 def world() -> tuple[int, int]:
     """(rank, world_size); (0, 1) outside torchrun."""
@@ -32,7 +34,7 @@ def init_distributed(device_request: str = "auto") -> torch.device:
     without it is an error rather than a silent fallback.
     """
     if device_request.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but this machine has no usable CUDA "
+        raise BadInput("--device cuda was requested but this machine has no usable CUDA "
                            "device; pass --device cpu (or auto)")
     use_cuda = device_request.startswith("cuda") or (device_request == "auto"
                                                      and torch.cuda.is_available())
@@ -114,10 +116,10 @@ class GlobalBatchSampler(Sampler[list[int]]):
         r, w = world()
         self.rank, self.world_size = (r if rank is None else rank), (w if world_size is None else world_size)
         if global_batch % self.world_size:
-            raise ValueError(f"batch size {global_batch} is not divisible by the "
+            raise BadInput(f"batch size {global_batch} is not divisible by the "
                              f"{self.world_size} processes")
         if n < global_batch:
-            raise ValueError(f"the list has {n} images, fewer than one batch of {global_batch}; "
+            raise BadInput(f"the list has {n} images, fewer than one batch of {global_batch}; "
                              f"lower the batch size")
         self.n, self.batch, self.shuffle, self.seed, self.epoch = n, global_batch, shuffle, seed, 0
 

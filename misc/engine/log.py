@@ -36,3 +36,13 @@ def log(*msg) -> None:
     """Print on the main process only, flushed (stdout is often tee'd)."""
     if dist.is_main():
         print(*msg, flush=True)
+
+
+def to_log_file(text: str) -> str | None:
+    """Write `text` to the log file only, not the terminal (a traceback the screen leaves
+    out); the file's path, or None before the log starts."""
+    if not isinstance(sys.stdout, _Tee):
+        return None
+    sys.stdout.file.write(text)
+    sys.stdout.file.flush()
+    return sys.stdout.file.name

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from misc.engine import dist
 from misc.engine.log import log
 from misc.engine.precision import grad_scaler, low_precision, prepare_model
+from misc.errors import BadInput, UserError
 from misc.io.atomic import atomic_path
 from misc.io.checkpoints import save_checkpoint
 from misc.io.records import read_record
@@ -82,7 +83,7 @@ def state_path(out_path: str | Path) -> Path:
     return out_path.with_name(out_path.stem + ".state.pth")
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError, RuntimeError):
     """Training met a non-finite loss (or weights) and stopped; the message names the state
     file kept on disk, the last good one."""
 
@@ -176,7 +177,7 @@ class _StateFile:
                 f"this one's: set aside as {aside.name}, training starts afresh")
             return None
         if (state["max_step"], state["batch_size"]) != (self.total, self.batch_size):
-            raise ValueError(
+            raise BadInput(
                 f"{self.path} is the state of a run with {state['max_step']} steps at batch "
                 f"{state['batch_size']}, not {self.total} at batch {self.batch_size}; delete it "
                 f"(or turn resuming off) to start afresh")

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from misc.errors import BadInput
 from misc.imutils import IGNORE
 from misc.io.maps import load_maps
 from misc.io.png import load_png
@@ -24,7 +25,7 @@ def _check_range(name: str, values: np.ndarray, n_classes: int) -> None:
     """Raise ValueError if `values` (already stripped of ignored pixels) leave [0, n_classes)."""
     if values.size and (values.min() < 0 or values.max() >= n_classes):
         bad = np.unique(values[(values < 0) | (values >= n_classes)])[:10]
-        raise ValueError(f"{name} holds values {bad.tolist()} outside [0, {n_classes}) "
+        raise BadInput(f"{name} holds values {bad.tolist()} outside [0, {n_classes}) "
                          f"(n_classes={n_classes}; only {IGNORE} may mark ignored pixels): "
                          f"wrong class count or wrong label files?")
 

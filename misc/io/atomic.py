@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from misc.errors import CannotWrite
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -29,7 +31,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp, path)
     except OSError as err:  # a full disk lands here: say which file, keep what exists
         tmp.unlink(missing_ok=True)
-        raise OSError(f"could not write {path}: {err}; earlier outputs are intact") from err
+        raise CannotWrite(f"could not write {path}: {err}; earlier outputs are intact") from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

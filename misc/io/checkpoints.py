@@ -10,6 +10,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from misc.errors import BadInput, MissingInput
 from misc.io.atomic import atomic_path
 
 
@@ -141,7 +142,7 @@ def _canonical_state(state: dict[str, torch.Tensor], own: set[str], keys: Checkp
         if canonical not in state:
             state[canonical] = value
         elif not torch.equal(value, state[canonical]):  # checked, not just one taken
-            raise ValueError(
+            raise BadInput(
                 f"checkpoint {path}: {key} and {canonical} must be the same tensor (the "
                 f"reference saves {alias}* as another name of {keys.aliases[alias]}*) but "
                 f"differ, so the file was altered: rerun {made_by} or pass an unaltered file")
@@ -159,7 +160,7 @@ def _check_shared_tensors(state: dict[str, torch.Tensor], own: Mapping[str, torc
             continue
         seen = first.setdefault((tensor.data_ptr(), tuple(tensor.shape)), key)
         if seen != key and not torch.equal(state[key], state[seen]):
-            raise ValueError(
+            raise BadInput(
                 f"checkpoint {path}: {seen} and {key} name the same tensor of the network but "
                 f"differ in the file, so it was altered: rerun {made_by} or pass an unaltered "
                 f"file")
@@ -175,11 +176,11 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
     load changes neither the file nor the model."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found: run {made_by} first")
+        raise MissingInput(f"checkpoint {path} not found: run {made_by} first")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path}: it {_read_failure(path, err)}. "
+        raise BadInput(f"cannot read checkpoint {path}: it {_read_failure(path, err)}. "
                          f"Rerun {made_by} to write it again, or pass a complete copy") from err
     net = f"{type(model).__module__}.{type(model).__name__}"
     if (why := _not_weights(state)) is not None:
@@ -190,7 +191,7 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
                    f"(rerunning it continues from this state)")
         else:
             fix = f"pass the weights file that {made_by} writes (rerun it if there is none)"
-        raise ValueError(f"checkpoint {path} {why}; {net} needs network weights: {fix}")
+        raise BadInput(f"checkpoint {path} {why}; {net} needs network weights: {fix}")
     own = model.state_dict()
     state = _canonical_state(state, set(own), getattr(model, "checkpoint_keys", CheckpointKeys()),
                              ignore_prefixes, path, made_by)
@@ -200,7 +201,7 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
     if missing or unexpected or bad_shape:
         theirs, ours = _network_of(set(state)), _network_of(set(own))
         looks = f" its keys look like {theirs}, not like this network's;" if theirs != ours else ""
-        raise ValueError(
+        raise BadInput(
             f"checkpoint {path} does not fit {net}:{looks} missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}, shape mismatches {bad_shape[:5]} (another network or class "
             f"count?). Rerun {made_by} or pass the right weights file.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from misc.errors import BadInput
 from misc.io.atomic import atomic_path
 
 DATASET_TAG = ".dataset"
@@ -17,7 +18,7 @@ def claim_folders(folders: Mapping[str, str | Path], dataset: str) -> None:
     for flag, folder in folders.items():
         tag = Path(folder) / DATASET_TAG
         if tag.is_file() and tag.read_text().strip() != dataset:
-            raise ValueError(f"{folder} holds {tag.read_text().strip()} outputs and this run is "
+            raise BadInput(f"{folder} holds {tag.read_text().strip()} outputs and this run is "
                              f"--dataset {dataset}: pass another {flag} (or delete the folder)")
     for folder in folders.values():
         tag = Path(folder) / DATASET_TAG

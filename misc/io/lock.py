@@ -23,7 +23,9 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
+
+from misc.errors import UserError
 
 try:
     import fcntl
@@ -34,7 +36,7 @@ LOCK_NAME = ".run.lock"
 _held: dict[Path, int] = {}  # lock file -> open descriptor, for this process
 
 
-class FolderInUse(RuntimeError):
+class FolderInUse(UserError, RuntimeError):
     """Another live process holds the lock of an output folder."""
 
 
@@ -48,19 +50,26 @@ def lock_folders(folders: Iterable[str | Path], command: str, hint: str = "",
                  outputs: Iterable[str | Path] = ()) -> list[Path]:
     """Take the lock of every folder (`<folder>/.run.lock`, the folder made if missing) and of
     every output (`lock_file_of`, its parent made if missing), or of none: raise FolderInUse
-    naming the holder, with `hint` (what else the user can do) appended. Returns the lock
-    files."""
-    paths = sorted({Path(f).resolve() / LOCK_NAME for f in folders}
-                   | {lock_file_of(o) for o in outputs})
+    naming the output in use and its holder, then what else the user can do: `hint`, or, where
+    `folders` / `outputs` map each path to the flag that names it, giving that flag another
+    value. Returns the lock files."""
+    named = {Path(f).resolve() / LOCK_NAME: (Path(f), _flag(folders, f)) for f in folders}
+    named |= {lock_file_of(o): (Path(o), _flag(outputs, o)) for o in outputs}
     taken = []
     try:
-        for path in paths:
-            if path not in _held and _take(path, command, hint):
+        for path in sorted(named):
+            output, flag = named[path]
+            advice = hint or (f"Or give this run another {flag}." if flag else "")
+            if path not in _held and _take(path, command, output, advice):
                 taken.append(path)
     except BaseException:
         release(taken)
         raise
-    return paths
+    return sorted(named)
+
+
+def _flag(paths: Iterable[str | Path], path: str | Path) -> str | None:
+    return paths.get(path) if isinstance(paths, Mapping) else None
 
 
 def release(paths: Iterable[Path] | None = None) -> None:
@@ -72,7 +81,7 @@ def release(paths: Iterable[Path] | None = None) -> None:
             os.close(fd)  # releases the lock (this module alone opens the file in a process)
 
 
-def _take(path: Path, command: str, hint: str) -> bool:
+def _take(path: Path, command: str, output: Path, hint: str) -> bool:
     """Lock `path` and write this process's record into it; False where the file system
     cannot lock (the run goes on unlocked, with a warning)."""
     if fcntl is None:
@@ -85,7 +94,7 @@ def _take(path: Path, command: str, hint: str) -> bool:
         holder = os.pread(fd, 65536, 0).decode(errors="replace")
         os.close(fd)
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise FolderInUse(refusal(path, holder, hint)) from None
+            raise FolderInUse(refusal(path, holder, hint, output)) from None
         # stderr rather than misc.engine.log: this module stays free of torch, quick to import
         print(f"warning: cannot lock {path} ({err}); two runs writing this folder at once "
               f"would not be stopped", file=sys.stderr, flush=True)
@@ -98,15 +107,16 @@ def _take(path: Path, command: str, hint: str) -> bool:
     return True
 
 
-def refusal(path: Path, holder: str, hint: str = "") -> str:
-    """The message of FolderInUse, from the holder's record in the lock file."""
+def refusal(path: Path, holder: str, hint: str = "", output: Path | None = None) -> str:
+    """The message of FolderInUse about `output` (default: the lock file's folder), from the
+    holder's record in the lock file."""
     try:
         who = json.loads(holder)
         about = (f"pid {who['pid']} on host {who['host']}, started {who['started']}, "
                  f"command: {who['command']}")
     except (ValueError, KeyError, TypeError):  # the holder has not written its record yet
         about = "a process that is just starting (no record yet)"
-    return (f"{path.parent} is in use by another run: {about} (lock file {path}). Wait for "
+    return (f"{output or path.parent} is in use by another run: {about} (lock file {path}). Wait for "
             f"that run to end or stop it; its lock goes with its process, so the same command "
             f"can then be rerun as it is (a run that was killed resumes)."
             + (f" {hint}" if hint else ""))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from misc.errors import BadInput, MissingInput
 from misc.io.atomic import atomic_path
 
 # Map files hold values in [0, 1] quantised to 16 bits (step 1/65535: every threshold decision
@@ -52,12 +53,12 @@ def load_maps(path: str | Path) -> dict[str, np.ndarray]:
     error if it is missing or corrupt."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"map file {path} not found: run the step that makes it first "
+        raise MissingInput(f"map file {path} not found: run the step that makes it first "
                                 f"(make_cam for result/cam, make_amn_cam for result/amn_cam)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {"keys": data["keys"], "cam": _decode(data["cam_lo"], data["cam_hi"]),
                     "high_res": _decode(data["high_res_lo"], data["high_res_hi"])}
     except Exception as err:
-        raise ValueError(f"corrupt map file {path} ({err}); delete it and rerun the step "
+        raise BadInput(f"corrupt map file {path} ({err}); delete it and rerun the step "
                          f"that makes it") from err

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from misc.errors import BadInput, MissingInput
 from misc.io.atomic import atomic_path
 
 
@@ -23,10 +24,10 @@ def load_png(path: str | Path) -> np.ndarray:
     """Read a label PNG as uint8 (H, W) indices (palette PNGs give their indices)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"label file {path} not found")
+        raise MissingInput(f"label file {path} not found")
     try:
         with Image.open(path) as img:
             return np.asarray(img, dtype=np.uint8)
     except Exception as err:
-        raise ValueError(f"corrupt label file {path} ({err}); delete it and rerun the step "
+        raise BadInput(f"corrupt label file {path} ({err}); delete it and rerun the step "
                          f"that makes it") from err

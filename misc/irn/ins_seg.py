@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from misc.errors import BadInput, MissingInput
 from misc.io.atomic import atomic_path
 from misc.irn.random_walk import random_walk
 
@@ -290,15 +291,15 @@ def load_instances(path: str | Path) -> InstanceResult:
     """Read a file written by `save_instances`; a clear error if it is missing or corrupt."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"instance file {path} not found: run make_ins_seg_labels first")
+        raise MissingInput(f"instance file {path} not found: run make_ins_seg_labels first")
     try:
         with np.load(path, allow_pickle=False) as data:
             res = InstanceResult(data["labels"], data["score"], data["class"])
     except Exception as err:
-        raise ValueError(f"corrupt instance file {path} ({err}); delete it and rerun "
+        raise BadInput(f"corrupt instance file {path} ({err}); delete it and rerun "
                          f"make_ins_seg_labels") from err
     if res.labels.max(initial=0) > len(res) or res.cls.shape != res.score.shape:
-        raise ValueError(f"inconsistent instance file {path}: {len(res)} scores, "
+        raise BadInput(f"inconsistent instance file {path}: {len(res)} scores, "
                          f"{res.cls.shape[0]} classes, labels up to {res.labels.max()}")
     return res
 
@@ -316,7 +317,7 @@ def displacement_mean(forward: Callable[[Tensor], tuple[Tensor, Tensor]],
     """
     means = [forward(images)[1].float().mean(dim=(0, 2, 3)).cpu() for images in batches]
     if not means:
-        raise ValueError("displacement_mean needs at least one batch (is the list shorter "
+        raise BadInput("displacement_mean needs at least one batch (is the list shorter "
                          "than one batch with drop_last?)")
     return torch.stack(means).mean(dim=0)
 

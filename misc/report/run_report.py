@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -255,21 +256,33 @@ def results_table(records: dict[str, dict], timings: dict[str, float],
     return "\n".join(lines)
 
 
+def best_effort(draw: Callable[[], Path | None], what: str, notes: list[str]) -> Path | None:
+    """`draw()`, or None with a note saying what could not be drawn and why: a picture that
+    fails (a corrupt map, a full disk) must not fail the steps that finished."""
+    try:
+        return draw()
+    except Exception as err:  # any failure of a picture is reported, not raised
+        notes.append(f"{what} could not be drawn: {type(err).__name__}: {err}")
+        return None
+
+
 def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: str | Path,
                  steps: list[str], examples_png: Path | None = None,
-                 notes: list[str] = ()) -> str:
+                 notes: list[str] | None = None) -> str:
     """Write result/report.md (the results table, the random walk's gain and the threshold
     plateaus, the threshold curves and their plot, the example grid when given, then `notes`:
-    what the reader should know about the inputs, e.g. a checkpoint used as given) and return
-    the results table."""
+    what the reader should know about the inputs, e.g. a checkpoint used as given, to which a
+    picture that could not be drawn is appended) and return the results table."""
     records = latest_records(metrics_file)
     table = results_table(records, timings, steps)
     lines = [table]
     gains = gains_lines(records)
     if gains:
         lines += [""] + gains
-    out_md = Path(out_md)
-    png = plot_threshold_curves(metrics_file, out_md.with_name("threshold_curves.png"))
+    out_md, notes = Path(out_md), [] if notes is None else notes
+    png = best_effort(lambda: plot_threshold_curves(metrics_file,
+                                                    out_md.with_name("threshold_curves.png")),
+                      "the threshold curves", notes)
     if png is not None:
         lines += ["", threshold_table(metrics_file), "", f"![mIoU vs threshold]({png.name})"]
     if examples_png is not None:

@@ -17,6 +17,7 @@ from misc.data.dataset import SegDataset, load_img_name_list
 from misc.data.samples import MultiScaleDataset
 from misc.engine import dist
 from misc.engine.precision import low_precision, prepare_model
+from misc.errors import BadInput
 from misc.io.checkpoints import load_checkpoint
 from misc.io.records import is_done
 from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
@@ -37,7 +38,7 @@ def _cached(name: str, key: tuple) -> SegDataset:
 def dataset(args: argparse.Namespace) -> SegDataset:
     """The dataset chosen by --dataset (its root checked), built once per configuration."""
     if args.dataset not in DATASETS:
-        raise ValueError(f"--dataset {args.dataset!r} is not one of {sorted(DATASETS)}")
+        raise BadInput(f"--dataset {args.dataset!r} is not one of {sorted(DATASETS)}")
     key = tuple(sorted((k, v) for k, v in vars(args).items()
                        if k.endswith(("_root", "_gt_dir")) or k == "cls_labels"))
     return _cached(args.dataset, key)
@@ -77,10 +78,10 @@ def network(module_name: str, flag: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ImportError(f"{flag} {module_name}: cannot import it ({err}); pass a module path "
+        raise BadInput(f"{flag} {module_name}: cannot import it ({err}); pass a module path "
                           f"such as net.resnet50_cam") from err
     if not isinstance(getattr(module, "Net", None), type):
-        raise ValueError(f"{flag} {module_name}: the module has no class Net; a network module "
+        raise BadInput(f"{flag} {module_name}: the module has no class Net; a network module "
                          f"defines `Net` with the constructor of the default one")
     return module.Net
 

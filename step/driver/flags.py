@@ -12,7 +12,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Mapping
 
-from step.driver.interface import PROFILE, Flag, Step, bool_or_auto, str2bool
+from misc.errors import BadInput, MissingInput
+from step.driver.interface import NON_NEGATIVE, PROFILE, Flag, Step, bool_or_auto, str2bool
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE_FILES = {"voc12": REPO / "voc12" / "profile.toml",
@@ -80,20 +81,24 @@ SHARED = (
               "deterministic, no cuDNN benchmark): for GPUs, where some kernels are not; a CPU "
               "run is bit-identical at the same thread count without it (docs/toy.md, "
               "\"Determinism\")"),
-    Flag("seed", type=int, default=0),
+    Flag("seed", type=int, default=0, domain=NON_NEGATIVE),
     Flag("num_workers", type=int, default=default_workers(), shapes=False,
          shown="half the cores (0 on <= 2)",
          help="DataLoader worker processes; default: half the cores, 0 (load in the main "
-              "process) on a machine with 2 cores or fewer (see --cpu_workers for the CRF pools)"),
+              "process) on a machine with 2 cores or fewer (see --cpu_workers for the CRF pools)",
+         domain=NON_NEGATIVE),
     Flag("cpu_workers", type=int, shapes=False,
          help="processes for per-image CPU work beside the networks: the dense CRF of the "
               "IR-label steps and eval_seg, the seed evaluation's threads (<= 1: in the main "
-              "process); default: the cores shared among the torchrun processes"),
+              "process); default: the cores shared among the torchrun processes", domain=NON_NEGATIVE),
+    Flag("debug", type=str2bool, default=False, shapes=False,
+         help="print the traceback of an error the user can fix (bad flag, path or file) "
+              "beside its message; it is always in the log file"),
     Flag("overwrite", type=str2bool, default=False, shapes=False,
          help="redo outputs that already exist"),
     Flag("checkpoint_every", type=int, default=PROFILE, shapes=False,
          help="train_cam, train_amn, train_irn: write a resumable training state every N steps "
-              "(0: never)"),
+              "(0: never)", domain=NON_NEGATIVE),
     Flag("resume", type=str2bool, default=True, shapes=False,
          help="continue a killed train_cam/amn/irn from its state file (ignored with "
               "--overwrite True)"),
@@ -131,7 +136,7 @@ def _load_extending(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     """A profile file's values over those of its `extends`: a profile name, or a TOML file
     (relative to this one)."""
     if path.resolve() in seen:
-        raise ValueError(f"profile file {path} extends itself (through {seen[-1]})")
+        raise BadInput(f"profile file {path} extends itself (through {seen[-1]})")
     values = _read_toml(path)
     base = values.pop("extends", None)
     if base is None:
@@ -150,10 +155,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except OSError as err:
-        raise FileNotFoundError(f"profile file {path}: {err.strerror}; pass an existing TOML "
+        raise MissingInput(f"profile file {path}: {err.strerror}; pass an existing TOML "
                                 f"file") from err
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"profile file {path} is not valid TOML: {err}") from err
+        raise BadInput(f"profile file {path} is not valid TOML: {err}") from err
 
 
 def coerce(flag: Flag, value: Any, source: str) -> Any:
@@ -161,14 +166,14 @@ def coerce(flag: Flag, value: Any, source: str) -> Any:
     checked by the flag's type and choices."""
     if flag.nargs is not None:
         if not isinstance(value, list):
-            raise ValueError(f"{source}: {flag.name} = {value!r} must be a list")
+            raise BadInput(f"{source}: {flag.name} = {value!r} must be a list")
         return tuple(coerce(Flag(flag.name, flag.type), v, source) for v in value)
     try:
         value = flag.type(value) if isinstance(value, str) or flag.type in (int, float) else value
     except (ValueError, argparse.ArgumentTypeError) as err:
-        raise ValueError(f"{source}: {flag.name} = {value!r}: {err}") from err
+        raise BadInput(f"{source}: {flag.name} = {value!r}: {err}") from err
     if flag.choices is not None and value not in flag.choices:
-        raise ValueError(f"{source}: {flag.name} = {value!r} is not one of {list(flag.choices)}")
+        raise BadInput(f"{source}: {flag.name} = {value!r} is not one of {list(flag.choices)}")
     return value
 
 
@@ -177,7 +182,24 @@ def check_keys(values: Mapping[str, Any], flags: Mapping[str, Flag], source: str
     if unknown:
         hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, flags, 1))
                  else k for k in unknown]
-        raise ValueError(f"{source}: unknown flag(s) {', '.join(hints)}")
+        raise BadInput(f"{source}: unknown flag(s) {', '.join(hints)}")
+
+
+def check_domains(flags: Mapping[str, Flag], values: Mapping[str, Any]) -> None:
+    """Every value against its flag's domain (None, an unset optional value, passes): one
+    error naming each flag out of its domain, before any step runs."""
+    wrong = []
+    for name, value in values.items():
+        domain = flags[name].domain if name in flags else None
+        if domain is not None and value is not None and not domain.admits(value):
+            shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+            wrong.append(f"--{name} {shown}: outside its domain {domain}")
+    if wrong:
+        raise BadInput("flag values outside their domains:\n  " + "\n  ".join(wrong))
+
+
+def domain_help(flag: Flag) -> str:
+    return f" (values: {flag.domain})" if flag.domain is not None else ""
 
 
 def profile_help(flag: Flag) -> str:
@@ -199,7 +221,7 @@ def _add(group: argparse._ArgumentGroup, flag: Flag) -> None:
     else:
         shown = " ".join(map(str, flag.default)) if isinstance(flag.default, tuple) else flag.default
         text = (f"{flag.help}; " if flag.help else "") + f"default: {shown}"
-    group.add_argument(f"--{flag.name}", help=text.replace("%", "%%"),
+    group.add_argument(f"--{flag.name}", help=(text + domain_help(flag)).replace("%", "%%"),
                        **{k: v for k, v in kwargs.items() if v is not None})
 
 
@@ -223,8 +245,22 @@ def build_parser(steps: Iterable[Step], description: str = "") -> argparse.Argum
 
 def given_flags(steps: Iterable[Step], argv: list[str] | None, description: str = ""
                 ) -> dict[str, Any]:
-    """The flags on the command line, by name (nothing for those not given)."""
-    return vars(build_parser(steps, description).parse_args(argv))
+    """The flags on the command line, by name (nothing for those not given). Flags are
+    matched exactly; an unknown one is an error that suggests the nearest names."""
+    parser = build_parser(steps, description)
+    given, extra = parser.parse_known_args(argv)
+    if extra:
+        known = [o for a in parser._actions for o in a.option_strings]
+        parser.error("; ".join(unknown_flag(token, known) for token in extra
+                               if token.startswith("-")) or f"unexpected values: {' '.join(extra)}")
+    return vars(given)
+
+
+def unknown_flag(token: str, known: list[str]) -> str:
+    """The error for an unknown `--flag` (or `--flag=value`), with the nearest known names."""
+    name = token.split("=", 1)[0]
+    near = difflib.get_close_matches(name, known, n=1)
+    return f"unknown flag {name}" + (f" (did you mean {near[0]}?)" if near else "")
 
 
 def defaults(steps: Iterable[Step], profile: str, config: Mapping[str, Any] | None = None
@@ -266,7 +302,7 @@ def markdown_table(steps: Iterable[Step]) -> str:
         for f in flags:
             default = "profile" if f.default is PROFILE else f.shown or show(f.default)
             per = [show(p.get(f.name)) for p in profiles.values()]
-            text = f.help.replace("|", "\\|")
+            text = (f.help + domain_help(f)).replace("|", "\\|")
             lines.append(f"| `--{f.name}` | {default} | " + " | ".join(per) + f" | {text} |")
         lines.append("")
     return "\n".join(lines)

@@ -33,10 +33,54 @@ def bool_or_auto(v: str | bool) -> bool | str:
 
 
 @dataclass(frozen=True)
+class Domain:
+    """The values a numeric flag accepts (every value, for a list flag): an interval with open
+    or closed ends, values outside it that keep a special meaning (`also`), and for a list
+    whether it must not decrease (a (low, high) range)."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    also: tuple = ()
+    ordered: bool = False
+
+    def admits(self, value: Any) -> bool:
+        """Whether `value` (a number, or a list for a list flag) is in the domain."""
+        if isinstance(value, (tuple, list)):
+            return all(map(self.admits, value)) and (
+                not self.ordered or all(a <= b for a, b in zip(value, value[1:])))
+        if value in self.also:
+            return True
+        return ((self.low is None or value > self.low or (value == self.low and not self.low_open))
+                and (self.high is None or value < self.high
+                     or (value == self.high and not self.high_open)))
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}" \
+                   f"{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            text = f"{'<' if self.high_open else '<='} {self.high:g}"
+        text += "".join(f" or {v}" for v in self.also)
+        return text + (", not decreasing" if self.ordered else "")
+
+
+# the domains most flags take
+UNIT = Domain(0, 1)                        # thresholds and scores of maps in [0, 1]
+FRACTION = Domain(0, 1, high_open=True)    # probabilities, momenta, smoothing
+POSITIVE = Domain(0, low_open=True)        # rates, scales, powers
+NON_NEGATIVE = Domain(0)                   # weight decays, seeds, worker counts, periods
+COUNT = Domain(1)                          # sizes, batches, epochs, iterations
+
+
+@dataclass(frozen=True)
 class Flag:
     """One command-line flag `--<name>`. `default` PROFILE: the profile file gives it.
     `shapes`: its value changes what the reading step writes, so it is part of that output's
-    record (paths and lists are recorded as inputs instead, by content)."""
+    record (paths and lists are recorded as inputs instead, by content). `domain`: the values
+    it accepts (numeric flags); a value outside it stops the call before any step runs."""
     name: str
     type: Callable[[str], Any] = str
     default: Any = None
@@ -46,6 +90,7 @@ class Flag:
     metavar: str | tuple | None = None
     shapes: bool = True
     shown: str | None = None  # how a default computed on this machine reads in docs/flags.md
+    domain: Domain | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from PIL import Image
 from misc.data.dataset import load_img_name_list
 from misc.engine import dist
 from misc.engine.log import log
+from misc.errors import UserError
 from misc.io.checkpoints import load_checkpoint
 from net.deeplabv2 import BACKBONES, SEG_WEIGHTS_HELP, deeplab_v2_msc
 from net.resnet50 import WEIGHTS_HELP, ResNet50, load_backbone_weights
@@ -55,7 +56,7 @@ SIZE_SAMPLE = 20    # images whose header gives a list's mean size
 # pseudo-masks, also when --seg_label_dir names a folder of its own
 MADE_AS = {"seg_label_dir": "sem_seg_out_dir"}
 
-class PlanError(FileNotFoundError, ValueError):
+class PlanError(UserError, FileNotFoundError, ValueError):
     """This call's passes cannot all run: one message lists every problem. Both a
     FileNotFoundError (an input is missing) and a ValueError (an input does not fit)."""
 

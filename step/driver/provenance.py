@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Sequence
 from misc.data.dataset import load_img_name_list
 from misc.engine import dist
 from misc.engine.log import log
+from misc.errors import BadInput
 from misc.io.records import begin_output, end_output, file_input, folder_input, make_record, mismatch
 from step.driver.context import dataset
 from step.driver.flags import SHARED, Flag, declared
@@ -68,15 +69,28 @@ class Pipeline:
         paths = {f.flag for f in step.reads + step.writes}
         return [f for f in own if self.flags[f].shapes and f not in paths]
 
-    def allowed_reads(self, name: str) -> set[str]:
-        """The flags pass `name` may read: its declaration, its lists and paths, and the shared
-        flags that shape nothing (dataset roots, devices, workers, ...)."""
+    def declared_reads(self, name: str) -> set[str]:
+        """The flags pass `name` declares: its own, those it uses, its lists and paths."""
         step = self.steps[name]
         files = step.reads + step.writes
         return ({f.name for f in step.flags} | set(step.uses + step.also_reads)
-                | {f.flag for f in files}
-                | {f.ids for f in files if f.ids} | set(step.trains_on + step.images + step.gt)
-                | {f.name for f in SHARED if not f.shapes} | {f"{name}_pass"})
+                | {f.flag for f in files} | {f.ids for f in files if f.ids}
+                | set(step.trains_on + step.images + step.gt) | {f"{name}_pass"})
+
+    def allowed_reads(self, name: str) -> set[str]:
+        """The flags pass `name` may read: its declaration, and the shared flags that shape
+        nothing (dataset roots, devices, workers, ...)."""
+        return self.declared_reads(name) | {f.name for f in SHARED if not f.shapes}
+
+    def unread(self, given: Iterable[str], passes: Iterable[str]) -> dict[str, list[str]]:
+        """Flags among `given` that no pass of `passes` reads, each with the passes that
+        would. Shared flags no step declares (roots, devices, workers) count as read by every
+        call."""
+        declared = {name: self.declared_reads(name) for name in self.steps}
+        everywhere = {f.name for f in SHARED if not f.shapes} - set().union(*declared.values())
+        read = everywhere.union(*(declared[name] for name in passes))
+        return {flag: [n for n, flags in declared.items() if flag in flags]
+                for flag in given if flag not in read and not flag.endswith("_pass")}
 
     def expected_record(self, args: argparse.Namespace, name: str) -> dict:
         """The record pass `name` would give its outputs under the current flags: its input
@@ -139,7 +153,7 @@ class Pipeline:
         remake (made under other settings: a folder holds one record's files only)."""
         problems = self.stale_inputs(args, name)  # on every rank: all stop together
         if problems:
-            raise ValueError("\n".join(problems))
+            raise BadInput("\n".join(problems))
         step = self.steps[name]
         outputs = [(path_of(args, f.flag), f.ids) for f in step.writes]
         outputs = [(Path(p), ids) for p, ids in outputs if p is not None]

@@ -9,7 +9,15 @@ from data.pretrain_backbone import DEFAULT_BACKBONE_PATH, DEFAULT_STEPS
 from data.toy_dataset import ToyConfig
 from data.toy_parts import PartsConfig
 from step.driver import context
-from step.driver.flags import Flags, check_keys, coerce, defaults, given_flags, load_config
+from step.driver.flags import (
+    Flags,
+    check_domains,
+    check_keys,
+    coerce,
+    defaults,
+    given_flags,
+    load_config,
+)
 from step.driver.provenance import Pipeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +55,7 @@ def parse(pipeline: Pipeline, argv: list[str] | None, description: str = "") -> 
     toy = chosen.get(ROOT_FLAGS.get(dataset, "voc12_root")) is None
     profile = chosen.get("profile") or ("toy" if toy else dataset)
     values = {**defaults(pipeline.steps.values(), profile), **chosen, "profile": profile}
+    check_domains(pipeline.flags, values)
     passes = {f"{name}_pass": given.get(f"{name}_pass") for name in pipeline.steps}
     return Flags(**values, **passes)
 

@@ -3,26 +3,31 @@ call writes, the run's configuration and log, the clean-up of temporaries a kill
 at the end the report."""
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import shlex
 import subprocess
 import sys
 import time
+import traceback
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from misc.engine import dist
-from misc.engine.log import log, tee_stdout
+from misc.engine.log import log, tee_stdout, to_log_file
+from misc.errors import UserError
 from misc.io.atomic import atomic_path, remove_stale_temporaries
 from misc.io.dataset_tag import claim_folders
 from misc.io.lock import lock_folders, release
 from misc.io.records import record_of
-from misc.report.run_report import plot_examples, write_report
+from misc.report.run_report import best_effort, plot_examples, write_report
 from step.driver import context, resolve
-from step.driver.flags import Flags
+from step.driver.flags import Flags, given_flags
+from step.driver.interface import str2bool
 from step.driver.provenance import Pipeline, path_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +99,7 @@ def start_run(pipeline: Pipeline, args: Flags, passes: list[str] | None = None) 
     Locked (misc/io/lock.py): every output the passes of this call write (`passes`, default:
     those enabled; map and label folders, checkpoints) and the --metrics_file folder (run
     config, metrics, report), so two calls that would write the same place always meet on a
-    lock, whatever else they change."""
+    lock, whatever else they change; the refusal names the output in use and its flag."""
     context.device(args)  # torchrun: set up the process group once, before any pass
     error = None
     if dist.is_main():
@@ -102,10 +107,9 @@ def start_run(pipeline: Pipeline, args: Flags, passes: list[str] | None = None) 
             command = shlex.join([Path(sys.executable).name, *sys.argv])
             if passes is None:
                 passes = [n for n in pipeline.steps if getattr(args, f"{n}_pass")]
-            written = outputs(pipeline, args, passes)
-            lock_folders([Path(args.metrics_file).parent], command, outputs=written.values(),
-                         hint="Or point this run's outputs (" + ", ".join(
-                             sorted(["--metrics_file", *written])) + ") elsewhere.")
+            written = {path: flag for flag, path in outputs(pipeline, args, passes).items()}
+            lock_folders({Path(args.metrics_file).parent: "--metrics_file"}, command,
+                         outputs=written)
             claim_folders(output_folders(pipeline, args), args.dataset)  # before any write
             save_run_config(args)
             tee_stdout(f"{args.log_name}.log")
@@ -140,6 +144,21 @@ def given_by_hand(pipeline: Pipeline, args: Flags, passes: list[str]) -> list[st
     return sorted(set(notes))
 
 
+def unread_notes(pipeline: Pipeline, argv: list[str] | None, passes: list[str]) -> list[str]:
+    """A note (logged now, and in the report) naming the flags on the command line that no
+    pass of this call reads: they have no effect, which a user would otherwise not see. One
+    line, since scripts often give every flag to every call."""
+    unread = pipeline.unread(given_flags(pipeline.steps.values(), argv), passes)
+    if not unread:
+        return []
+    shown = [f"--{flag}" + (f" (read by {', '.join(readers)})" if readers and len(unread) <= 3
+                            else "") for flag, readers in unread.items()]
+    note = (f"{len(unread)} flag{'s' if len(unread) > 1 else ''} given that no pass of this "
+            f"call reads, without effect: {', '.join(shown)}")
+    log(f"note: {note}")
+    return [note]
+
+
 def draw_examples(args: Flags, out_png: Path, n: int = 4) -> Path | None:
     """The first `n` images of the infer list with their CAM, AMN map, pseudo-mask, GT and
     instance labels."""
@@ -158,14 +177,58 @@ def finish_run(pipeline: Pipeline, args: Flags, timings: dict[str, float],
     try:
         if dist.is_main():
             claim_folders(output_folders(pipeline, args), args.dataset)  # those the passes made
-            report = Path(args.metrics_file).parent / "report.md"
-            modules = [m.__name__.rsplit(".", 1)[-1] for m in pipeline.modules.values()]
-            table = write_report(args.metrics_file, timings, report, modules,
-                                 examples_png=draw_examples(args, report.with_name("examples.png")),
-                                 notes=notes)
-            log("\n" + table)
-            for note in notes:
-                log(f"note: {note}")
-            log(f"report: {report} (with threshold_curves.png, examples.png)")
+            report(pipeline, args, timings, notes)
     finally:
         release()
+
+
+def report(pipeline: Pipeline, args: Flags, timings: dict[str, float], notes: list[str]) -> None:
+    """result/report.md, best-effort: the steps have finished and written their metrics, so a
+    picture or report that fails is said, and the call still ends as its steps did."""
+    out = Path(args.metrics_file).parent / "report.md"
+    modules = [m.__name__.rsplit(".", 1)[-1] for m in pipeline.modules.values()]
+    notes = list(notes)
+    examples = best_effort(lambda: draw_examples(args, out.with_name("examples.png")),
+                           "the example picture", notes)
+    try:
+        table = write_report(args.metrics_file, timings, out, modules, examples_png=examples,
+                             notes=notes)
+    except Exception as err:  # reported, not raised: the steps' outputs are complete
+        log(f"warning: the report could not be written ({type(err).__name__}: {err}); the "
+            f"steps' outputs and {args.metrics_file} are complete")
+        return
+    log("\n" + table)
+    for note in notes:
+        log(f"note: {note}")
+    log(f"report: {out} (with threshold_curves.png, examples.png)")
+
+
+def command_line(main: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
+    """`main(argv)` as a command's exit status. An error the user can fix (misc/errors.py)
+    prints its message alone, its traceback going to the log file (to the screen as well with
+    --debug True); any other exception is a fault of the code and keeps its traceback."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        main(argv)
+    except UserError as err:
+        trace = "".join(traceback.format_exception(err))
+        if debug_requested(argv):
+            print(trace, file=sys.stderr, end="")
+        where = to_log_file(trace)
+        rank, world_size = dist.world()
+        print(f"{f'rank {rank}: ' if world_size > 1 else ''}error: {err}\n(traceback: "
+              f"{'in ' + where if where else 'none kept'}; --debug True prints it)",
+              file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def debug_requested(argv: list[str]) -> bool:
+    """--debug True in `argv`, read apart from the other flags (which may be what failed)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    parser.add_argument("--debug", type=str2bool, default=False)
+    try:
+        args, _ = parser.parse_known_args(argv)
+    except argparse.ArgumentError:  # a bad value of --debug itself: the message says so
+        return False
+    return args.debug
