@@ -36,6 +36,12 @@ class CheckpointKeys:
 # How a state_dict's keys show which network wrote it: (test on the key set, description).
 # First match wins, so DeepLab (whose ResNet is also called `backbone`) comes first.
 _KNOWN_NETWORKS: tuple[tuple[Callable[[set[str]], bool], str], ...] = (
+    # Conformer-S before AMN: BAO's Conformer also has label_enc.*
+    (lambda ks: "trans_patch_conv.weight" in ks and "classifier_x.weight" in ks,
+     "Conformer-S with BAO's layers (trans_*, conv_trans_*, label_enc.*, classifier_x.*: "
+     "written by BAO training)"),
+    (lambda ks: "trans_patch_conv.weight" in ks,
+     "Conformer-S (trans_*, conv_trans_*: ImageNet or TransCAM weights)"),
     (lambda ks: any(k.startswith("aspp.") for k in ks),
      "DeepLab-V2 (backbone.*, aspp.*: written by train_seg, --seg_weights_name)"),
     (lambda ks: any(k.startswith(("fc_edge", "fc_dp")) for k in ks),
@@ -55,6 +61,12 @@ _KNOWN_NETWORKS: tuple[tuple[Callable[[set[str]], bool], str], ...] = (
 def _network_of(keys: set[str]) -> str | None:
     """Which network a state_dict's keys look like (see _KNOWN_NETWORKS), or None."""
     return next((name for test, name in _KNOWN_NETWORKS if test(keys)), None)
+
+
+def network_of(keys: set[str]) -> str | None:
+    """Which network a state_dict's keys look like, in words (e.g. "a bare ResNet backbone
+    (conv1.*, layer1..4.*: ...)"), or None when no known network matches."""
+    return _network_of(keys)
 
 
 def _read_failure(path: Path, err: Exception) -> str:
@@ -94,6 +106,26 @@ def _not_weights(state: object) -> str | None:
         return (f"holds a dict with entries that are not named tensors ({odd[:5]}), not a "
                 f"state_dict")
     return None
+
+
+def read_weights(path: str | Path, fix: str) -> dict[str, torch.Tensor]:
+    """The state_dict in `path` (weights only). A file that is missing, unreadable or not a
+    state_dict raises FileNotFoundError / ValueError naming the file, what it holds and `fix`
+    (e.g. which flag takes which file). A dict whose only use is to wrap the weights under
+    "model" (as some released checkpoints are saved) is unwrapped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found. {fix}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read weights file {path}: it {_read_failure(path, err)}. "
+                         f"{fix}") from err
+    if isinstance(state, dict) and isinstance(state.get("model"), dict) and "step" not in state:
+        state = state["model"]
+    if (why := _not_weights(state)) is not None:
+        raise ValueError(f"weights file {path} {why}. {fix}")
+    return state
 
 
 def _canonical_state(state: dict[str, torch.Tensor], own: set[str], keys: CheckpointKeys,
