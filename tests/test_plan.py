@@ -90,12 +90,12 @@ def test_train_amn_on_fresh_outputs_names_the_passes_that_make_its_labels(tiny_t
 
 def test_voc_whole_chain_trap(voc_like, r50, tmp_path, monkeypatch):
     """VOC, no pass flags: make_sem_seg runs on --infer_list (train) but DeepLab trains on
-    --seg_train_list (train_aug), and the ResNet-101 DeepLab has no initial weights. Both are
-    found over the 10,582 ids in under a second."""
+    --seg_train_list (train_aug), and the ResNet-101 DeepLab has no initial weights: both are
+    found over the 10,582 ids before any step (what the check costs: docs/measurements.md §9,
+    a benchmark, not a timed test)."""
     monkeypatch.chdir(tmp_path)
     argv = ["--voc12_root", str(voc_like), "--backbone_weights", str(r50), "--device", "cpu"]
-    message, seconds = _plan_error(argv)
-    assert seconds < 1.0
+    message, _ = _plan_error(argv)
     assert "(2 problems," in message
     assert ("result/sem_seg: train_seg reads a pseudo-mask per id of --seg_train_list "
             f"{REPO / 'voc12/train_aug.txt'} (10582 ids), but make_sem_seg makes them in this "
