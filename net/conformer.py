@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc.errors import BadInput
 from misc.io.checkpoints import network_of, read_weights
 
 EMBED_DIM = 384
@@ -216,7 +217,7 @@ class ConformerOutput(NamedTuple):
         """BAO's inference map (the reference's `camsfg_ambg`): the AM's background channel then
         TransCAM's foreground channels, (B, K, h, w), real-valued."""
         if self.am is None:
-            raise ValueError("bao_scores needs the AM: call the network with label_cls")
+            raise BadInput("bao_scores needs the AM: call the network with label_cls")
         return torch.cat([self.am[:, :1], self.cam[:, 1:]], dim=1)
 
 
@@ -239,7 +240,7 @@ class Net(nn.Module):
                  drop_path_rate: float = 0.1):
         super().__init__()
         if depth % 3 or depth < 3:
-            raise ValueError(f"depth must be a positive multiple of 3 (Conformer-S: 12), got {depth}")
+            raise BadInput(f"depth must be a positive multiple of 3 (Conformer-S: 12), got {depth}")
         k, top = n_classes + 1, 4 * BASE_CHANNELS  # 1024 channels at the end
         self.n_classes, self.depth, self.with_bao_layers = n_classes, depth, with_bao_layers
         # registration order = the reference's key order
@@ -295,7 +296,7 @@ class Net(nn.Module):
         """img (B, 3, H, W) -> (X_cnn (B, 1024, H/16, W/16) >= 0, tokens (B, 1+N, 384),
         A* (B, N, N))."""
         if img.shape[2] % PATCH or img.shape[3] % PATCH:
-            raise ValueError(f"Conformer input must be a multiple of {PATCH} pixels on each side "
+            raise BadInput(f"Conformer input must be a multiple of {PATCH} pixels on each side "
                              f"(one token per patch on the CNN's stride-16 grid), got "
                              f"{tuple(img.shape[2:])}")
         base = self.maxpool(F.relu(self.bn1(self.conv1(img))))
@@ -310,7 +311,7 @@ class Net(nn.Module):
 
     def forward(self, img: torch.Tensor, label_cls: torch.Tensor | None = None) -> ConformerOutput:
         if label_cls is not None and not self.with_bao_layers:
-            raise ValueError("label_cls feeds BAO's label_enc: build Net(with_bao_layers=True)")
+            raise BadInput("label_cls feeds BAO's label_enc: build Net(with_bao_layers=True)")
         x, x_t, attention = self.backbone(img)
         conv_cam = self.conv_cls_head(x)
         trans_logits = self.trans_cls_head(self.trans_norm(x_t)[:, 0])
@@ -339,7 +340,7 @@ def _file_kind(state: dict[str, torch.Tensor], path: Path, fix: str) -> str:
     """"imagenet" (conv_cls_head is a Linear), "bao" (label_enc present) or "transcam"."""
     if "trans_patch_conv.weight" not in state:
         what = network_of(set(state)) or f"no Conformer keys (first keys {sorted(state)[:3]})"
-        raise ValueError(f"weights file {path} is not a Conformer-S state_dict: it holds {what}. "
+        raise BadInput(f"weights file {path} is not a Conformer-S state_dict: it holds {what}. "
                          f"{fix}")
     if "label_enc.weight" in state:
         return "bao"
@@ -352,9 +353,9 @@ def load_conformer_weights(net: Net, path: str | Path, flag: str = "--conformer_
     """Load an ImageNet Conformer-S, TransCAM or BAO file into `net`, strict apart from the
     documented differences (docs/bao.md): an ImageNet file's four head keys (`HEAD_KEYS`: a
     1000-way trans_cls_head and a Linear conv_cls_head) are dropped and the net's heads keep
-    their init; a TransCAM file into a BAO net leaves `BAO_KEYS` at their init (BAO's own
-    strict=False load, made explicit). Anything else that differs is a ValueError naming the
-    file, the keys and `flag`; a failed load leaves the net unchanged."""
+    their init; a TransCAM file into a BAO net leaves `BAO_KEYS` at their init (BAO's code
+    skips them silently; here they are named in `kept_init`). Anything else that differs is a
+    BadInput naming the file, the keys and `flag`; a failed load leaves the net unchanged."""
     path, fix = Path(path), f"{WEIGHTS_HELP} as {flag}."
     state = read_weights(path, fix)
     kind = _file_kind(state, path, fix)
@@ -367,7 +368,7 @@ def load_conformer_weights(net: Net, path: str | Path, flag: str = "--conformer_
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
               for k in sorted(own.keys() & state.keys()) if state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        raise ValueError(
+        raise BadInput(
             f"weights file {path} ({kind} Conformer-S) does not fit net.conformer.Net("
             f"with_bao_layers={net.with_bao_layers}, depth={net.depth}, n_classes="
             f"{net.n_classes}): missing {missing[:5]}, unexpected {unexpected[:5]}, shape "

@@ -58,15 +58,9 @@ _KNOWN_NETWORKS: tuple[tuple[Callable[[set[str]], bool], str], ...] = (
 )
 
 
-def _network_of(keys: set[str]) -> str | None:
+def network_of(keys: set[str]) -> str | None:
     """Which network a state_dict's keys look like (see _KNOWN_NETWORKS), or None."""
     return next((name for test, name in _KNOWN_NETWORKS if test(keys)), None)
-
-
-def network_of(keys: set[str]) -> str | None:
-    """Which network a state_dict's keys look like, in words (e.g. "a bare ResNet backbone
-    (conv1.*, layer1..4.*: ...)"), or None when no known network matches."""
-    return _network_of(keys)
 
 
 def _read_failure(path: Path, err: Exception) -> str:
@@ -94,7 +88,7 @@ def _not_weights(state: object) -> str | None:
         return f"holds a {type(state).__name__}, not a state_dict (a dict of name -> tensor)"
     if {"model", "optimizer", "step"} <= state.keys():  # misc.engine.train's resumable state
         model = state["model"]
-        net = _network_of(set(model)) if isinstance(model, dict) else None
+        net = network_of(set(model)) if isinstance(model, dict) else None
         step = f" at step {state['step']}" + (f" of {state['max_step']}" if "max_step" in state else "")
         return (f"is a resumable training state{step} (model, optimizer, RNG) of "
                 f"{net or 'a network'}, which training writes every --checkpoint_every steps "
@@ -110,22 +104,28 @@ def _not_weights(state: object) -> str | None:
 
 def read_weights(path: str | Path, fix: str) -> dict[str, torch.Tensor]:
     """The state_dict in `path` (weights only). A file that is missing, unreadable or not a
-    state_dict raises FileNotFoundError / ValueError naming the file, what it holds and `fix`
+    state_dict raises MissingInput / BadInput naming the file, what it holds and `fix`
     (e.g. which flag takes which file). A dict whose only use is to wrap the weights under
     "model" (as some released checkpoints are saved) is unwrapped."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} not found. {fix}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read weights file {path}: it {_read_failure(path, err)}. "
-                         f"{fix}") from err
+    state = _torch_load(path, f"weights file {path} not found. {fix}",
+                        f"cannot read weights file {path}", fix)
     if isinstance(state, dict) and isinstance(state.get("model"), dict) and "step" not in state:
         state = state["model"]
     if (why := _not_weights(state)) is not None:
-        raise ValueError(f"weights file {path} {why}. {fix}")
+        raise BadInput(f"weights file {path} {why}. {fix}")
     return state
+
+
+def _torch_load(path: Path, not_found: str, unreadable: str, fix: str) -> object:
+    """torch.load(weights_only=True) of `path`, with MissingInput(`not_found`) for a missing
+    file and BadInput("`unreadable`: it <what the file is>. `fix`") for one it refuses."""
+    if not path.is_file():
+        raise MissingInput(not_found)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise BadInput(f"{unreadable}: it {_read_failure(path, err)}. {fix}") from err
 
 
 def _canonical_state(state: dict[str, torch.Tensor], own: set[str], keys: CheckpointKeys,
@@ -175,13 +175,9 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
     (CheckpointKeys) maps the reference's alias keys; everything else must match. A failed
     load changes neither the file nor the model."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingInput(f"checkpoint {path} not found: run {made_by} first")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise BadInput(f"cannot read checkpoint {path}: it {_read_failure(path, err)}. "
-                         f"Rerun {made_by} to write it again, or pass a complete copy") from err
+    state = _torch_load(path, f"checkpoint {path} not found: run {made_by} first",
+                        f"cannot read checkpoint {path}",
+                        f"Rerun {made_by} to write it again, or pass a complete copy")
     net = f"{type(model).__module__}.{type(model).__name__}"
     if (why := _not_weights(state)) is not None:
         if "resumable training state" in why:  # misc.engine.train names it <final stem>.state.pth
@@ -199,7 +195,7 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
     bad_shape = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
                  for k in sorted(own.keys() & state.keys()) if own[k].shape != state[k].shape]
     if missing or unexpected or bad_shape:
-        theirs, ours = _network_of(set(state)), _network_of(set(own))
+        theirs, ours = network_of(set(state)), network_of(set(own))
         looks = f" its keys look like {theirs}, not like this network's;" if theirs != ours else ""
         raise BadInput(
             f"checkpoint {path} does not fit {net}:{looks} missing {missing[:5]}, unexpected "
