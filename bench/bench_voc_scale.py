@@ -359,8 +359,10 @@ def mean_bytes(folder: Path, suffix: str) -> float:
 
 def check_tolerance(ctx: Ctx) -> float:
     """Map agreement tolerance: float32 (strict on CUDA too: every step runs in
-    misc.engine.precision.strict_float32, as the driver's passes), or --amp (bf16/fp16)."""
-    return 3e-2 if amp_on(ctx.amp) else 1e-4
+    misc.engine.precision.strict_float32, as the driver's passes) in the reference's layout;
+    channels_last, whose kernels sum in another order (the AMN maps, divided by their max,
+    moved by 1.4e-4 on a CPU); --amp (bf16/fp16)."""
+    return 3e-2 if amp_on(ctx.amp) else 1e-3 if ctx.layout else 1e-4
 
 
 # ----------------------------------- inference steps ----------------------------------------
@@ -396,7 +398,9 @@ def run_make_cam(ctx: Ctx) -> dict:
 
 
 def compare_maps(ours: Path, ref: Path, ids: list[str], tol: float) -> str:
-    """How many images' maps agree (keys, shapes, values within `tol`), and the largest gap."""
+    """How many images' maps agree (keys, shapes, values within the tests' form of tolerance:
+    |a - b| <= tol + tol * |b|, as tests/test_multiscale.py's rtol = atol), and the largest
+    gap."""
     n_equal, gap = 0, 0.0
     for i in ids:
         if not (ours / f"{i}.npz").is_file():
@@ -406,9 +410,11 @@ def compare_maps(ours: Path, ref: Path, ids: list[str], tol: float) -> str:
             a[k].shape == b[k].shape for k in ("cam", "high_res"))
         if same:
             d = max(float(np.abs(a[k] - b[k]).max(initial=0)) for k in ("cam", "high_res"))
-            gap, same = max(gap, d), d <= tol
+            gap = max(gap, d)
+            same = all(np.allclose(a[k], b[k], rtol=tol, atol=tol) for k in ("cam", "high_res"))
         n_equal += same
-    return f"{n_equal}/{len(ids)} images' maps equal within {tol:g} (max |diff| {gap:.1e})"
+    return (f"{n_equal}/{len(ids)} images' maps equal within rtol = atol = {tol:g} "
+            f"(max |diff| {gap:.1e})")
 
 
 def run_make_cam_ref(ctx: Ctx) -> dict:
