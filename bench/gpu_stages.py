@@ -153,7 +153,7 @@ def stage_device(env: StageEnv) -> dict:
                    memory_gib=props.total_memory / 2 ** 30,
                    capability=f"{props.major}.{props.minor}",
                    cudnn=torch.backends.cudnn.version(),
-                   nccl=".".join(map(str, torch.cuda.nccl.version())))
+                   nccl=str(torch.cuda.nccl.version()))
     return env.save(out)
 
 
