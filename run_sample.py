@@ -15,6 +15,7 @@ import sys
 import time
 
 from misc.engine.log import log
+from misc.engine.precision import strict_float32
 from step import (
     amn_cam_to_ir_label,
     cam_to_ir_label,
@@ -70,7 +71,8 @@ def resolved(argv: list[str] | None = None) -> Flags:
 
 def run_pass(args: Flags, name: str) -> dict:
     """One pass, between its provenance checks; the flags it reads must be declared."""
-    with PIPELINE.recorded_outputs(args, name), reads_during() as read:
+    # every pass starts from strict float32 (docs/gpu_check.md, "TF32"); its own choices end with it
+    with PIPELINE.recorded_outputs(args, name), reads_during() as read, strict_float32():
         result = PIPELINE.modules[name].run(args)
         unknown = undeclared(PIPELINE, name, read)
         if unknown:  # their values would be missing from the outputs' records

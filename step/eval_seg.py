@@ -23,6 +23,7 @@ import torch
 
 from misc.engine import dist
 from misc.engine.log import log
+from misc.engine.precision import allow_tf32
 from misc.eval.metrics import evaluate_label_pngs, summary
 from misc.eval.seg_inference import SegInferSettings, predict_ids
 from misc.io.checkpoints import load_checkpoint
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace, step: str = "eval_seg") -> dict:
     device = context.device(args)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False  # every image has its own size (docs/deeplab.md §6.3)
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.seg_tf32
+        allow_tf32(args.seg_tf32)  # for this pass only (run_sample.run_pass)
     n = data.n_classes + 1
     model = deeplab_v2_msc(n, args.seg_backbone, args.seg_backbone_style)
     trainer = step.replace("eval_", "train_", 1)

@@ -21,6 +21,7 @@ from misc.engine import dist
 from misc.engine.log import log
 from misc.engine.losses import downsample_labels, pixel_ce
 from misc.engine.optim import PolyOptimizer
+from misc.engine.precision import allow_tf32
 from misc.engine.train import train
 from misc.errors import MissingInput
 from misc.io.metrics_file import append_metrics
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace, step: str = "train_seg") -> dict:
     device = context.device(args)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not args.deterministic  # fixed crop size
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.seg_tf32
+        allow_tf32(args.seg_tf32)  # for this pass only (run_sample.run_pass)
     ids = context.id_list(args.seg_train_list)
     folder = label_dir(args)
     check_labels(ids, folder, args.seg_train_list)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from datetime import timedelta
 from typing import Iterator
 
 import torch
@@ -27,27 +28,59 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
-def init_distributed(device_request: str = "auto") -> torch.device:
+# How long a rank waits in a collective before NCCL's watchdog aborts it. Only the main rank
+# validates (train_cam), monitors (train_amn), evaluates and scores, while the others wait in
+# the next barrier; at COCO size such a pass takes hours, far past torch's 10-minute default.
+DEFAULT_TIMEOUT_MINUTES = 360.0
+
+
+def init_distributed(device_request: str = "auto",
+                     timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES) -> torch.device:
     """Initialise the process group when launched by torchrun and pick this process's device.
 
-    device_request: "auto" (CUDA when available), "cpu", or "cuda". Asking for CUDA on a machine
-    without it is an error rather than a silent fallback.
+    device_request: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N" (one process only).
+    Asking for CUDA on a machine without it is an error rather than a silent fallback. Under
+    torchrun, rank LOCAL_RANK takes the LOCAL_RANK-th visible GPU, or the only one when the
+    launcher shows each process one GPU (CUDA_VISIBLE_DEVICES per process). The device is set
+    before the process group starts, so that NCCL binds each rank to its own GPU.
     """
     if device_request.startswith("cuda") and not torch.cuda.is_available():
         raise BadInput("--device cuda was requested but this machine has no usable CUDA "
                            "device; pass --device cpu (or auto)")
     use_cuda = device_request.startswith("cuda") or (device_request == "auto"
                                                      and torch.cuda.is_available())
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    device = torch.device("cpu")
+    if use_cuda:
+        device = torch.device("cuda", cuda_index(device_request, int(os.environ.get("LOCAL_RANK", 0)),
+                                                 world_size, torch.cuda.device_count()))
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo",
+                                timeout=timedelta(minutes=timeout_minutes))
         # tear the group down before interpreter shutdown: left to static destructors, gloo
         # can abort (SIGABRT) a process whose peer exited first
         atexit.register(_destroy)
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+    return device
+
+
+def cuda_index(device_request: str, local_rank: int, world_size: int, visible: int) -> int:
+    """The GPU number of this process among the `visible` ones (see init_distributed)."""
+    explicit = torch.device(device_request).index if device_request.startswith("cuda") else None
+    if explicit is not None:
+        if world_size > 1:
+            raise ValueError(f"--device {device_request} under torchrun: every rank would use "
+                             f"GPU {explicit}; pass --device cuda (rank r takes GPU r) and choose "
+                             f"the GPUs with CUDA_VISIBLE_DEVICES")
+        if explicit >= visible:
+            raise ValueError(f"--device {device_request}: only {visible} GPUs are visible")
+        return explicit
+    if visible == 1:
+        return 0
+    if local_rank >= visible:
+        raise ValueError(f"LOCAL_RANK {local_rank} but only {visible} GPUs are visible: start "
+                         f"at most {visible} processes per node")
+    return local_rank
 
 
 def _destroy() -> None:
@@ -60,20 +93,33 @@ def barrier() -> None:
         dist.barrier()
 
 
+def collective_device() -> torch.device:
+    """Where a collective's tensor must live: NCCL reduces CUDA tensors only, gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _all_reduce(value: torch.Tensor, op) -> torch.Tensor:
+    """`value` reduced over ranks with `op`, on the collective's device and back on value's."""
+    work = value.to(collective_device(), copy=True)
+    dist.all_reduce(work, op=op)
+    return work.to(value.device)
+
+
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     """Mean of a tensor over ranks (identity in one process)."""
     if world()[1] == 1:
         return value
-    value = value.clone()
-    dist.all_reduce(value)
-    return value / world()[1]
+    return _all_reduce(value, dist.ReduceOp.SUM) / world()[1]
 
 
-def _flag_device() -> torch.device:
-    """Where a small collective's tensor lives: NCCL reduces CUDA tensors only."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
+    """Sum of a tensor over ranks (identity in one process), on value's device: a CPU tensor
+    travels to the GPU and back under NCCL."""
+    if world()[1] == 1:
+        return value
+    return _all_reduce(value, dist.ReduceOp.SUM)
 
 
 def agree(ok: bool) -> bool:
@@ -82,9 +128,7 @@ def agree(ok: bool) -> bool:
     next collective."""
     if world()[1] == 1:
         return ok
-    flag = torch.tensor([int(ok)], device=_flag_device())
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
+    return bool(_all_reduce(torch.tensor([int(ok)]), dist.ReduceOp.MIN).item())
 
 
 def gather_to_main(obj: object) -> list | None:

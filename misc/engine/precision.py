@@ -8,14 +8,29 @@ walk keep their float32/float64 arithmetic.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Union
 
 import torch
 
+# --amp: False (float32), True (the device's choice, `amp_dtype`), or a dtype that forces it
+# (bench/gpu_check.py measures bf16 and fp16 on the same GPU)
+Amp = Union[bool, torch.dtype]
 
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on CPUs and on GPUs that support it, float16 on other GPUs."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+
+def amp_on(amp: Amp) -> bool:
+    """Whether `amp` asks for mixed precision at all."""
+    return isinstance(amp, torch.dtype) or bool(amp)
+
+
+def amp_dtype(device: torch.device, amp: Amp = True) -> torch.dtype:
+    """The autocast dtype of `amp` on `device`: a forced dtype as given; else bfloat16 on CPUs
+    and on GPUs that compute it natively, float16 (with a loss scaler) on other GPUs. A GPU
+    that only emulates bf16 (V100, T4: `is_bf16_supported()` says True by emulation) takes
+    fp16, which it computes in its tensor cores, instead of emulated bf16 that is slower than
+    float32 (docs/gpu_check.md, "AMP decision")."""
+    if isinstance(amp, torch.dtype):
+        return amp
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.float16
     return torch.bfloat16
 
@@ -30,17 +45,41 @@ def native_bf16(device: str | torch.device) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """The autocast context of `device` (a no-op when not `enabled`)."""
-    if not enabled:
+def autocast(device: torch.device, amp: Amp) -> contextlib.AbstractContextManager:
+    """The autocast context of `device` in `amp_dtype(device, amp)` (a no-op when `amp` is
+    off)."""
+    if not amp_on(amp):
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=amp_dtype(device))
+    return torch.autocast(device.type, dtype=amp_dtype(device, amp))
 
 
-def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+def grad_scaler(device: torch.device, amp: Amp) -> torch.amp.GradScaler:
     """A loss scaler, active only for fp16 (bf16 has float32's exponent range)."""
-    active = enabled and amp_dtype(device) == torch.float16
+    active = amp_on(amp) and amp_dtype(device, amp) == torch.float16
     return torch.amp.GradScaler(device.type, enabled=active)
+
+
+@contextlib.contextmanager
+def strict_float32() -> Iterator[None]:
+    """While active: float32 means float32 on CUDA too (no TF32 in convolutions or matmuls)
+    and cuDNN does not benchmark; the previous settings come back on exit. The driver runs
+    every pass inside it (run_sample.run_pass), so a pass that allows TF32 (train_seg,
+    eval_seg: --seg_tf32) or benchmarking changes neither for the passes after it, and the
+    float32 reference of CAM / AMN / IRN is the same strict float32 on every device. These are
+    process-wide switches of torch; on a CPU they change nothing."""
+    backends = torch.backends
+    saved = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32, backends.cudnn.benchmark)
+    allow_tf32(False)
+    backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32, backends.cudnn.benchmark = saved
+
+
+def allow_tf32(allowed: bool) -> None:
+    """TF32 for CUDA convolutions and matmuls on or off (process-wide; see strict_float32)."""
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
 
 
 def as_float32(value: Any) -> Any:
@@ -59,11 +98,12 @@ def prepare_model(model: torch.nn.Module, channels_last: bool) -> torch.nn.Modul
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def low_precision(fn: Callable, device: torch.device, amp: bool,
+def low_precision(fn: Callable, device: torch.device, amp: Amp,
                   channels_last: bool = False) -> Callable:
     """`fn` (a network or one of its methods, first argument a (B, 3, H, W) image batch) run
-    under autocast when `amp`, the batch in channels_last when asked; float32 outputs."""
-    if not amp and not channels_last:
+    under autocast when `amp` (True or a dtype), the batch in channels_last when asked; float32
+    outputs."""
+    if not amp_on(amp) and not channels_last:
         return fn
 
     def run(x: torch.Tensor, *args, **kwargs):

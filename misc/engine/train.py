@@ -7,7 +7,7 @@ they are logged.
 
 Optional, for long runs: `max_steps` trains for a number of updates instead of whole epochs (the
 last epoch is cut short), and `checkpoint_every` > 0 writes a training state (model, optimiser,
-step, losses, every rank's RNG) to `<out_path stem>.state.pth` every that many steps; with
+fp16 loss scaler, step, losses, every rank's RNG) to `<out_path stem>.state.pth` every that many steps; with
 `resume` a later call continues from that state exactly where the killed run stopped (same
 batches, same augmentations, since both are keyed by seed and epoch; same dropout, since each
 rank gets its own random streams back). The state file is removed once the final checkpoint is
@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from misc.engine import dist
 from misc.engine.log import log
-from misc.engine.precision import grad_scaler, low_precision, prepare_model
+from misc.engine.precision import Amp, grad_scaler, low_precision, prepare_model
 from misc.errors import BadInput, UserError
 from misc.io.atomic import atomic_path
 from misc.io.checkpoints import save_checkpoint
@@ -121,10 +121,13 @@ def _finite(model: torch.nn.Module) -> bool:
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                 max_step: int, batch_size: int, losses: list[float], rngs: list[dict],
-                record: str | None) -> None:
+                record: str | None, scaler: torch.amp.GradScaler) -> None:
     """Write a resumable state (atomically); `rngs`: every rank's random streams, by rank;
-    `record`: the id of the output record it trains towards."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+    `record`: the id of the output record it trains towards; `scaler`: the fp16 loss scale
+    and its growth counter (an empty dict when no scaler is active), without which an fp16
+    run resumes at the initial scale and skips other steps than the uninterrupted one."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scaler": scaler.state_dict(), "step": step,
              "max_step": max_step, "batch_size": batch_size, "losses": list(losses),
              "world_size": len(rngs), "rng": rngs, "record": record}
     with atomic_path(path) as tmp:
@@ -148,8 +151,8 @@ class _StateFile:
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0 and step < self.total
 
-    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-             losses: list[float]) -> None:
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler, step: int, losses: list[float]) -> None:
         """Write the state with every rank's RNG, indexed by rank. A collective: every rank
         calls it, the main rank writes. Weights that are not finite are never written."""
         if not dist.agree(_finite(model)):
@@ -159,10 +162,11 @@ class _StateFile:
         rngs = dist.gather_to_main(_rng_state(self.device))
         if dist.is_main():
             _save_state(self.path, model, optimizer, step, self.total, self.batch_size, losses,
-                        rngs, self.record)
+                        rngs, self.record, scaler)
         self.step = step
 
-    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[float] | None:
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler) -> list[float] | None:
         """Restore the state on every rank, each rank its own random streams; returns the
         losses so far. The optimiser keeps this call's hyperparameters (lr, momentum, weight
         decay), so that a rerun with a lowered learning rate uses it. A state written towards
@@ -186,6 +190,8 @@ class _StateFile:
         optimizer.load_state_dict(state["optimizer"])
         for group, own in zip(optimizer.param_groups, settings):
             group.update(own)
+        if state.get("scaler") and scaler.is_enabled():  # fp16 then and now
+            scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         if hasattr(optimizer, "global_step"):  # PolyOptimizer keeps its schedule position outside
             optimizer.global_step = self.step
@@ -247,13 +253,13 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
           out_path: str | Path, num_workers: int = 0, seed: int = 0, desc: str = "train",
           end_of_epoch: Callable[[torch.nn.Module, int], None] | None = None,
           max_steps: int | None = None, checkpoint_every: int = 0,
-          resume: bool = False, amp: bool = False, channels_last: bool = False) -> TrainResult:
+          resume: bool = False, amp: Amp = False, channels_last: bool = False) -> TrainResult:
     """Train for `epochs` over `dataset` (or for `max_steps` updates when given) with global
     batch `batch_size`; save the state_dict to `out_path` on the main rank.
     `make_optimizer(max_step)` builds the optimiser. Raises NonFiniteLoss on every rank when
     the loss (averaged over ranks) or the weights stop being finite. `amp` / `channels_last`:
-    the model's forward in mixed precision / that layout (misc/engine/precision.py); `loss_fn` gets
-    float32 outputs either way."""
+    the model's forward in mixed precision (True: the device's dtype, or a forced dtype) / that
+    layout (misc/engine/precision.py); `loss_fn` gets float32 outputs either way."""
     start = time.time()
     prepare_model(model.to(device).train(), channels_last)
     world_size = dist.world()[1]
@@ -271,7 +277,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
                         Path(out_path), (read_record(out_path) or {}).get("id"))
     step = 0
     if resume and states.path.is_file():
-        losses = states.load(model, optimizer)
+        losses = states.load(model, optimizer, scaler)
         if losses is not None:
             result.losses, step = losses, states.step
             log(f"{desc}: resumed from {states.path} at step {step}/{total}")
@@ -291,14 +297,14 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
             step += 1
             bar.set_postfix(loss=f"{value:.4f}")
             if states.due(step) and step % per_epoch:  # at an epoch's end: after end_of_epoch
-                states.save(model, optimizer, step, result.losses)
+                states.save(model, optimizer, scaler, step, result.losses)
         n = len(result.losses) - epoch * per_epoch
         log(f"{desc}: epoch {epoch + 1}/{epochs} mean loss {sum(result.losses[-n:]) / n:.4f}")
         if end_of_epoch is not None:
             end_of_epoch(model, epoch)
             model.train()
         if states.due(step) and step % per_epoch == 0:  # the hook may draw random numbers too
-            states.save(model, optimizer, step, result.losses)
+            states.save(model, optimizer, scaler, step, result.losses)
     if dist.is_main():
         save_checkpoint(out_path, model.state_dict())
         curve = Path(out_path).with_suffix(".losses.csv")  # the loss curve, for plots and tests

@@ -9,6 +9,7 @@ image's own outputs up to float rounding.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -45,39 +46,50 @@ def size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list
     return batches
 
 
-def flip_views_forward(forward: ForwardFn, imgs: torch.Tensor, labels: torch.Tensor,
-                       reduce: str) -> torch.Tensor:
-    """One pass over (B,3,h,w) images and their mirrors; the mirror's output is flipped back and
-    combined ('sum' as make_cam, 'mean' as make_amn_cam) -> (B, C', h', w')."""
-    b = imgs.shape[0]
-    out = forward(torch.cat([imgs, imgs.flip(-1)]), torch.cat([labels, labels]))
-    merged = out[:b] + out[b:].flip(-1)
-    return merged / 2 if reduce == "mean" else merged
+def mirrored_views(imgs: Sequence[torch.Tensor], stride: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One scale of a batch on the host, ready for one copy to the device: [(3, h_i, w_i)] ->
+    (2B, 3, h, w) the images then their mirrors, stacked when they share a size (valid None),
+    else zero-padded to one canvas (a multiple of `stride`) with the valid sizes (2B, 2). Built
+    in the loader's collate, so that its pinned memory is the very tensor copied to the GPU
+    (a batch assembled after the loader is unpinned, and its non_blocking copy synchronous)."""
+    views = list(imgs) + [img.flip(-1) for img in imgs]
+    if len({tuple(img.shape) for img in imgs}) == 1:
+        return torch.stack(views), None
+    return pad_to_canvas(views, stride)
 
 
-def padded_flip_views_forward(forward: ForwardFn, imgs: list[torch.Tensor], labels: torch.Tensor,
-                              reduce: str, stride: int) -> list[torch.Tensor]:
-    """`flip_views_forward` for images of different sizes: [(3, h_i, w_i)] and their mirrors in
-    one zero-padded pass whose activations are masked to each image's region
-    (misc/seeds/padded_batch.py), so each output equals the image's own pass up to rounding.
-    Returns [(C', ceil(h_i / stride), ceil(w_i / stride))]."""
-    b = len(imgs)
-    canvas, valid = pad_to_canvas(list(imgs) + [img.flip(-1) for img in imgs], stride)
-    with valid_region_masks(valid, tuple(canvas.shape[-2:])):
-        out = forward(canvas.to(labels.device, non_blocking=True), torch.cat([labels, labels]))
-    outs = crop_outputs(out, valid, tuple(canvas.shape[-2:]))
+def views_forward(forward: ForwardFn, views: torch.Tensor, valid: torch.Tensor | None,
+                  labels: torch.Tensor, reduce: str) -> list[torch.Tensor]:
+    """One pass over `mirrored_views` (on the device); labels (B, C). A padded canvas runs with
+    every activation masked to each view's region (misc/seeds/padded_batch.py), so each output
+    equals the image's own pass up to rounding. The mirror's output is flipped back and
+    combined ('sum' as make_cam, 'mean' as make_amn_cam) -> [(C', h_i', w_i')] per image."""
+    b = views.shape[0] // 2
+    pair_labels = torch.cat([labels, labels])
+    if valid is None:
+        outs = list(forward(views, pair_labels))
+    else:
+        canvas = tuple(views.shape[-2:])
+        with valid_region_masks(valid, canvas):
+            out = forward(views, pair_labels)
+        outs = crop_outputs(out, valid, canvas)
     merged = [outs[i] + outs[b + i].flip(-1) for i in range(b)]
     return [m / 2 for m in merged] if reduce == "mean" else merged
 
 
-def batch_views(forward: ForwardFn, imgs: list[torch.Tensor], labels: torch.Tensor, reduce: str,
-                stride: int) -> list[torch.Tensor]:
-    """Per image, its flip-merged output at one scale: one exact pass when the batch shares a
-    size, else a masked padded pass."""
-    if len({tuple(img.shape) for img in imgs}) == 1:
-        x = torch.stack(imgs).to(labels.device, non_blocking=True)
-        return list(flip_views_forward(forward, x, labels, reduce))
-    return padded_flip_views_forward(forward, imgs, labels, reduce, stride)
+def flip_views_forward(forward: ForwardFn, imgs: torch.Tensor, labels: torch.Tensor,
+                       reduce: str) -> torch.Tensor:
+    """`views_forward` of same-size images (B, 3, h, w) -> (B, C', h', w')."""
+    views, _ = mirrored_views(list(imgs), 1)
+    return torch.stack(views_forward(forward, views, None, labels, reduce))
+
+
+def padded_flip_views_forward(forward: ForwardFn, imgs: list[torch.Tensor], labels: torch.Tensor,
+                              reduce: str, stride: int) -> list[torch.Tensor]:
+    """`views_forward` of images of different sizes [(3, h_i, w_i)] in one zero-padded, masked
+    pass -> [(C', ceil(h_i / stride), ceil(w_i / stride))]."""
+    canvas, valid = pad_to_canvas(list(imgs) + [img.flip(-1) for img in imgs], stride)
+    return views_forward(forward, canvas.to(labels.device), valid, labels, reduce)
 
 
 def resize_sum(outs: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
@@ -85,11 +97,14 @@ def resize_sum(outs: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
     return sum(F.interpolate(o[None], size, mode="bilinear", align_corners=False)[0] for o in outs)
 
 
-def _collate(samples: list[dict]) -> dict:
-    """Samples of possibly different sizes: per scale, the list of the batch's images."""
+def _collate(samples: list[dict], stride: int = 16) -> dict:
+    """Samples of possibly different sizes: per scale, the batch's `mirrored_views` ("views",
+    "valid")."""
+    per_scale = [mirrored_views([s["imgs"][k] for s in samples], stride)
+                 for k in range(len(samples[0]["imgs"]))]
     return {"name": [s["name"] for s in samples], "size": [s["size"] for s in samples],
             "label": torch.stack([s["label"] for s in samples]),
-            "imgs": [[s["imgs"][k] for s in samples] for k in range(len(samples[0]["imgs"]))]}
+            "views": [v for v, _ in per_scale], "valid": [m for _, m in per_scale]}
 
 
 def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, merge: MergeFn,
@@ -98,7 +113,7 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
                              overwrite: bool = False, desc: str = "maps",
                              stride: int = 16) -> dict:
     """Write out_dir/<id>.npz for this rank's share of the dataset; skip finished images
-    unless `overwrite`. Images of similar sizes share a batch (`batch_views`; `stride`: the
+    unless `overwrite`. Images of similar sizes share a batch (`views_forward`; `stride`: the
     network's output stride, the canvas multiple). Returns counts and seconds."""
     out_dir = Path(out_dir)
     start = time.time()
@@ -111,11 +126,13 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
     batches = [[mine[j] for j in b] for b in size_batches(sizes, batch_size)]
     batches = [b for b in batches if any(dataset.ids[i] in todo for i in b)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                        collate_fn=_collate, pin_memory=device.type == "cuda")
+                        collate_fn=partial(_collate, stride=stride),
+                        pin_memory=device.type == "cuda")
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, disable=not dist.is_main(), total=len(batches)):
-            labels = batch["label"].to(device)
-            outs = [batch_views(forward, imgs, labels, reduce, stride) for imgs in batch["imgs"]]
+            labels = batch["label"].to(device, non_blocking=True)
+            outs = [views_forward(forward, views.to(device, non_blocking=True), valid, labels, reduce)
+                    for views, valid in zip(batch["views"], batch["valid"])]
             for b, name in enumerate(batch["name"]):
                 if name not in todo:
                     continue

@@ -60,7 +60,8 @@ def device(args: argparse.Namespace) -> torch.device:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    return dist.init_distributed(getattr(args, "device", "auto"))
+    return dist.init_distributed(getattr(args, "device", "auto"),
+                                 getattr(args, "dist_timeout", dist.DEFAULT_TIMEOUT_MINUTES))
 
 
 def fast_forward(args: argparse.Namespace, model: torch.nn.Module,

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any, Iterable, Mapping
 
 from misc.errors import BadInput, MissingInput
-from step.driver.interface import NON_NEGATIVE, PROFILE, Flag, Step, bool_or_auto, str2bool
+from step.driver.interface import NON_NEGATIVE, POSITIVE, PROFILE, Flag, Step, bool_or_auto, str2bool
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE_FILES = {"voc12": REPO / "voc12" / "profile.toml",
@@ -69,7 +69,11 @@ SHARED = (
     Flag("backbone_weights", shapes=False,
          help="torchvision-format ResNet-50 ImageNet weights (.pth); default for the toy "
               "dataset: the synthetic-data backbone, built and cached on first use"),
-    Flag("device", default="auto", shapes=False, help="auto, cpu or cuda"),
+    Flag("device", default="auto", shapes=False,
+         help="auto, cpu, cuda or cuda:N (one process; under torchrun rank r takes GPU r)"),
+    Flag("dist_timeout", type=float, default=360.0, shapes=False, domain=POSITIVE,
+         help="minutes a torchrun rank waits in a collective before it is aborted (the others "
+              "wait while the main rank validates, monitors and evaluates)"),
     Flag("amp", type=bool_or_auto, default=PROFILE,
          help="mixed precision for the networks' forward passes (bf16 where the device has it, "
               "else fp16 with loss scaling; auto: only where the device computes bf16 "
