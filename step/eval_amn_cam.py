@@ -1,4 +1,5 @@
-"""eval_amn_cam: AMN seed mIoU on the foreground channels (docs/pipeline.md §3.7), with the sweep."""
+"""eval_amn_cam: AMN seed mIoU on the foreground channels (docs/pipeline.md §3.7), with the sweep
+and, with --ppmg_eval True, PMM's PPMG rows (docs/pmm.md §4)."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,9 @@ from step.driver.runners import run_seed_eval
 
 STEP = Step(
     "eval_amn_cam", "AMN seeds against the ground truth, at one threshold and a sweep",
-    uses=("cam_eval_thres", "sweep_thres"),
-    reads=(Files("amn_cam_out_dir", "eval_list"),), gt=("eval_list",))
+    uses=("cam_eval_thres", "sweep_thres", "ppmg_eval", "ppmg_alphas", "ppmg_cv_scales"),
+    reads=(Files("amn_cam_out_dir", "eval_list"),), gt=("eval_list",), images=("eval_list",),
+    unlabelled=("eval_list",))
 
 
 def run(args: argparse.Namespace) -> dict:

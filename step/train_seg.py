@@ -6,8 +6,9 @@ Labels: --seg_label_dir (default: the pseudo-masks of make_sem_seg_labels, resul
 (bilinear image, PIL-nearest label) -> pad bottom/right to the crop (mean colour / 255) -> random
 crop 321 -> flip; SGD momentum 0.9, weight decay 5e-4 (not on the ASPP biases), lr 2.5e-4 on the
 backbone, 10x on ASPP weights, 20x on ASPP biases, poly 0.9 recomputed every 10 iterations;
-frozen BN; the loss (balanced CE by default) summed over the four MSC outputs, each against the
-label downsampled with PIL NEAREST's pixels. A killed run resumes from its last state file.
+frozen BN; the loss (balanced CE by default, optionally with PMM's PUF: docs/pmm.md §5) summed
+over the four MSC outputs, each against the label downsampled with PIL NEAREST's pixels. A killed
+run resumes from its last state file.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch
 from misc.data.samples import SegTrainDataset
 from misc.engine import dist
 from misc.engine.log import log
-from misc.engine.losses import downsample_labels, pixel_ce
+from misc.engine.losses import PUF_MODES, downsample_labels, pixel_ce
 from misc.engine.optim import PolyOptimizer
 from misc.engine.precision import allow_tf32
 from misc.engine.train import train
@@ -70,6 +71,14 @@ STEP = Step(
         Flag("seg_lr_decay", int, 10, help="recompute the poly lr every N iterations", domain=COUNT),
         Flag("seg_balanced_ce", str2bool, True,
              help="1/2 (bg mean + fg mean) cross-entropy (AdvCAM); False: plain CE"),
+        Flag("seg_puf", default="none", choices=PUF_MODES,
+             help="PMM's pretended under-fitting (docs/pmm.md): when the per-pixel CE's mean "
+                  "over this process's batch (ignored pixels as 0) is below --seg_puf_beta, "
+                  "clamp: min(CE, k), pow: CE^k, ignore: CE where CE <= k; per MSC output; "
+                  "none: the CE as is"),
+        Flag("seg_puf_beta", float, PROFILE, help="PUF's beta (PMM: 0.5 VOC, 0.8 COCO)",
+             domain=POSITIVE),
+        Flag("seg_puf_k", float, PROFILE, help="PUF's k (PMM: equal to beta)", domain=POSITIVE),
         Flag("seg_checkpoint_every", int, 1000, shapes=False,
              help="write a resumable training state every N iterations (0: never)", domain=NON_NEGATIVE),
         Flag("seg_resume", str2bool, True, shapes=False,
@@ -88,11 +97,13 @@ STEP = Step(
     images=("seg_train_list",))
 
 
-def msc_loss(balanced: bool):
-    """Sum over the MSC outputs [l_1, l_0.5, l_0.75, l_max] of `pixel_ce` at each size."""
+def msc_loss(balanced: bool, puf: str = "none", puf_beta: float = 0.5, puf_k: float = 0.5):
+    """Sum over the MSC outputs [l_1, l_0.5, l_0.75, l_max] of `pixel_ce` at each size (PUF,
+    when on, decides for each output on its own)."""
     def loss_fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         label = batch["label"].long()
-        return sum(pixel_ce(out, downsample_labels(label, out.shape[-2:]), balanced)
+        return sum(pixel_ce(out, downsample_labels(label, out.shape[-2:]), balanced, puf,
+                            puf_beta, puf_k)
                    for out in model(batch["img"]))
     return loss_fn
 
@@ -156,7 +167,8 @@ def run(args: argparse.Namespace, step: str = "train_seg") -> dict:
     log(f"train_seg: DeepLab-V2 {args.seg_backbone} ({args.seg_backbone_style}) on "
                 f"{len(ids)} images, labels from {folder}, {args.seg_num_iters} iterations at "
                 f"batch {args.seg_batch_size}")
-    result = train(model, msc_loss(args.seg_balanced_ce), dataset, args.seg_batch_size, 1,
+    loss = msc_loss(args.seg_balanced_ce, args.seg_puf, args.seg_puf_beta, args.seg_puf_k)
+    result = train(model, loss, dataset, args.seg_batch_size, 1,
                    make_optimizer, device, args.seg_weights_name, num_workers=args.num_workers,
                    seed=args.seed, desc="train_seg", max_steps=args.seg_num_iters,
                    checkpoint_every=args.seg_checkpoint_every,

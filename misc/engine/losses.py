@@ -72,15 +72,43 @@ def irn_loss(affinity: torch.Tensor, pair_disp: torch.Tensor, targets: torch.Ten
     return terms
 
 
-def pixel_ce(logits: torch.Tensor, label: torch.Tensor, balanced: bool) -> torch.Tensor:
+PUF_MODES = ("none", "clamp", "pow", "ignore")
+
+
+def pretended_under_fitting(per_pixel: torch.Tensor, mode: str, beta: float,
+                            k: float) -> torch.Tensor:
+    """PMM's PUF on a per-pixel CE (docs/pmm.md §5): (B, h, w) with ignored pixels at 0.
+
+    When the mean of `per_pixel` over ALL its pixels (ignored ones counted as 0; this process's
+    batch only, no all-reduce) is below `beta`: `clamp` min(ℓ, k) (a clamped pixel passes no
+    gradient), `pow` ℓ ** k, `ignore` ℓ · 1[ℓ <= k]; otherwise, and for `none`, ℓ unchanged.
+    """
+    if mode == "none":
+        return per_pixel
+    if mode not in PUF_MODES:
+        raise ValueError(f"PUF mode {mode!r} is not one of {PUF_MODES}")
+    if per_pixel.detach().mean() >= beta:
+        return per_pixel
+    if mode == "clamp":
+        return torch.where(per_pixel > k, per_pixel.detach().clamp(max=k), per_pixel)
+    if mode == "pow":
+        return per_pixel.clamp(min=1e-12) ** k  # the clamp keeps d(ℓ^k)/dℓ finite at ℓ = 0
+    return per_pixel * (per_pixel <= k)
+
+
+def pixel_ce(logits: torch.Tensor, label: torch.Tensor, balanced: bool, puf: str = "none",
+             puf_beta: float = 0.5, puf_k: float = 0.5) -> torch.Tensor:
     """Cross-entropy of (B, C, h, w) logits against (B, h, w) labels (255 ignored).
 
     Plain: mean over the non-ignored pixels of the global batch. Balanced (AdvCAM / AMN form):
     1/2 mean over background pixels + 1/2 mean over foreground pixels; a term without pixels is
     left out (0) instead of 0/0. Means use global-batch counts, so DDP gives the 1-process loss.
+    `puf` (not "none"): PMM's pretended under-fitting on the per-pixel CE before the mean
+    (`pretended_under_fitting`, decided on this process's batch).
     """
     valid = label != imutils.IGNORE
     per_pixel = F.cross_entropy(logits, torch.where(valid, label, 0), reduction="none")
+    per_pixel = pretended_under_fitting(per_pixel * valid, puf, puf_beta, puf_k)
     if not balanced:
         return global_masked_mean(per_pixel, valid)
     return 0.5 * (global_masked_mean(per_pixel, label == 0)

@@ -1,11 +1,19 @@
 """Seed evaluation shared by eval_cam and eval_amn_cam: mIoU at one threshold plus a whole
-threshold sweep, in one pass over the map files."""
+threshold sweep, in one pass over the map files; optionally PMM's PPMG rows (docs/pmm.md §4)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from misc.eval.metrics import evaluate_maps, summary
+import numpy as np
+
+from misc.engine.workers import map_jobs
+from misc.eval.metrics import confusion_matrix, evaluate_maps, mean_iou, summary
+from misc.imutils import read_image
+from misc.io.maps import load_maps
+from misc.io.png import load_png
+from misc.seeds.ppmg import ppmg_many
 
 
 def evaluate_seeds(ids: Sequence[str], map_dir: str | Path, gt_dir: str | Path,
@@ -24,3 +32,65 @@ def evaluate_seeds(ids: Sequence[str], map_dir: str | Path, gt_dir: str | Path,
     best_t, best_miou = sweep.best()
     return {"threshold": eval_thres, **at_ref, "best_threshold": best_t, "best_miou": best_miou,
             "sweep": {f"{t:.2f}": round(float(m), 5) for t, m in zip(thresholds, sweep.mious())}}
+
+
+# (map path, image path, GT path, n_classes, ((alpha, cv_scale), ...), drop_background_channel)
+PpmgJob = tuple[str, str, str, int, tuple[tuple[float, float], ...], bool]
+
+# one toy image's PPMG rows take ~0.1 s, a spawned worker ~1 s to start: below this many images
+# one process is faster
+PPMG_MIN_JOBS_FOR_POOL = 16
+
+
+def _ppmg_confusions(job: PpmgJob) -> np.ndarray:
+    """(S, n, n) int64 confusions of one image's PPMG labels, one per setting."""
+    map_path, image_path, gt_path, n_classes, settings, drop_bg = job
+    m = load_maps(map_path)
+    maps = m["high_res"][1:] if drop_bg else m["high_res"]
+    gt = load_png(gt_path)
+    labels = ppmg_many(read_image(image_path), maps, m["keys"], settings)
+    try:
+        return np.stack([confusion_matrix(lab, gt, n_classes) for lab in labels])
+    except ValueError as err:
+        raise ValueError(f"{Path(map_path).stem}: {err}") from err
+
+
+def setting_name(alpha: float, cv_scale: float) -> str:
+    """The key of a PPMG row in records and reports, e.g. "a11_cv0.3"."""
+    return f"a{alpha:g}_cv{cv_scale:g}"
+
+
+def parse_setting(name: str) -> tuple[float, float]:
+    """(alpha, cv_scale) of a `setting_name`."""
+    alpha, cv = name[1:].split("_cv")
+    return float(alpha), float(cv)
+
+
+def evaluate_ppmg(ids: Sequence[str], map_dir: str | Path, image_path: Callable[[str], Path],
+                  gt_dir: str | Path, class_names: Sequence[str],
+                  settings: Sequence[tuple[float, float]], drop_background_channel: bool,
+                  num_workers: int = 1) -> dict:
+    """PPMG rows of a seed evaluation (docs/pmm.md §4): for every (α, cv_scale) setting, the
+    mIoU of `misc.seeds.ppmg` labels made from `map_dir/<id>.npz` (high_res in [0, 1]; channel
+    0 dropped for AMN maps) and the image, against `gt_dir/<id>.png`, per image on the CPU pool.
+
+    Returns {'ppmg': {setting_name: miou} in the order of `settings`, 'ppmg_best': {'alpha',
+    'cv_scale', 'miou', 'iou'} (the first best), 'ppmg_seconds'}; {} when `settings` is empty.
+    """
+    settings = tuple((float(a), float(c)) for a, c in settings)
+    if not settings:
+        return {}
+    start = time.perf_counter()
+    n = len(class_names) + 1
+    jobs = [(str(Path(map_dir) / f"{i}.npz"), str(image_path(i)), str(Path(gt_dir) / f"{i}.png"),
+             n, settings, bool(drop_background_channel)) for i in ids]
+    conf = np.zeros((len(settings), n, n), np.int64)
+    for part in map_jobs(_ppmg_confusions, jobs, num_workers, f"ppmg {Path(map_dir).name}",
+                         PPMG_MIN_JOBS_FOR_POOL):
+        conf += part
+    mious = [mean_iou(k) for k in conf]
+    best = max(range(len(mious)), key=lambda j: (mious[j], -j))
+    return {"ppmg": {setting_name(a, c): round(float(m), 5) for (a, c), m in zip(settings, mious)},
+            "ppmg_best": {"alpha": settings[best][0], "cv_scale": settings[best][1],
+                          **summary(conf[best], ("background",) + tuple(class_names))},
+            "ppmg_seconds": round(time.perf_counter() - start, 2)}

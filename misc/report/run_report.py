@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from misc.eval.seed_eval import parse_setting
 from misc.imutils import read_image, voc_palette
 from misc.io.atomic import atomic_path
 from misc.io.maps import load_maps
@@ -199,8 +200,29 @@ def gains_lines(records: dict[str, dict], within: float = 0.03) -> list[str]:
 
 
 def _seed(name: str, r: dict) -> str:
-    return (f"{name} seed mIoU {100 * r['miou']:.1f} @ {r['threshold']:.2f}, "
+    text = (f"{name} seed mIoU {100 * r['miou']:.1f} @ {r['threshold']:.2f}, "
             f"best {100 * r['best_miou']:.1f} @ {r['best_threshold']:.2f}")
+    if "ppmg_best" in r:
+        b = r["ppmg_best"]
+        text += f"; PPMG best {100 * b['miou']:.1f} @ alpha {b['alpha']:g}, cv_scale {b['cv_scale']:g}"
+    return text
+
+
+def ppmg_table(records: dict[str, dict]) -> str | None:
+    """Markdown table of the PPMG rows (docs/pmm.md §4): alpha | cv_scale | CAM | AMN mIoU;
+    None when neither seed evaluation has them."""
+    rows = {name: {parse_setting(k): v for k, v in records[step]["ppmg"].items()}
+            for step, name in (("eval_cam", "CAM"), ("eval_amn_cam", "AMN"))
+            if "ppmg" in records.get(step, {})}
+    if not rows:
+        return None
+    keys = sorted({k for r in rows.values() for k in r}, key=lambda k: (k[0], -k[1]))
+    lines = ["| PPMG alpha | cv_scale | " + " | ".join(f"{n} mIoU" for n in rows) + " |",
+             "| ---: | ---: |" + " ---: |" * len(rows)]
+    for k in keys:
+        cells = [f"{100 * r[k]:.1f}" if k in r else "-" for r in rows.values()]
+        lines.append(f"| {k[0]:g} | {k[1]:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _ir(name: str, r: dict) -> str:
@@ -270,9 +292,9 @@ def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: st
                  steps: list[str], examples_png: Path | None = None,
                  notes: list[str] | None = None) -> str:
     """Write result/report.md (the results table, the random walk's gain and the threshold
-    plateaus, the threshold curves and their plot, the example grid when given, then `notes`:
-    what the reader should know about the inputs, e.g. a checkpoint used as given, to which a
-    picture that could not be drawn is appended) and return the results table."""
+    plateaus, the threshold curves and their plot, the PPMG rows, the example grid when given,
+    then `notes`: what the reader should know about the inputs, e.g. a checkpoint used as given,
+    to which a picture that could not be drawn is appended) and return the results table."""
     records = latest_records(metrics_file)
     table = results_table(records, timings, steps)
     lines = [table]
@@ -285,6 +307,9 @@ def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: st
                       "the threshold curves", notes)
     if png is not None:
         lines += ["", threshold_table(metrics_file), "", f"![mIoU vs threshold]({png.name})"]
+    ppmg = ppmg_table(records)
+    if ppmg is not None:
+        lines += ["", ppmg]
     if examples_png is not None:
         lines += ["", f"![image, CAM, AMN map, pseudo-mask, ground truth, instances]"
                       f"({examples_png.name})"]

@@ -1,5 +1,6 @@
-"""Dense CRFs (on hard label maps for IR labels, on probabilities for DeepLab) and the
-score-map -> confident IR label rule (docs/pipeline.md §2.4, §2.5; docs/deeplab.md §4.2)."""
+"""Dense CRFs (on hard label maps for IR labels, on probabilities for DeepLab, reusable
+pairwise terms for PPMG's per-class CRFs) and the score-map -> confident IR label rule
+(docs/pipeline.md §2.4, §2.5; docs/deeplab.md §4.2; docs/pmm.md §3)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -91,3 +92,36 @@ def ir_label_from_scores(img: np.ndarray, scores: np.ndarray, keys: np.ndarray,
     fg_conf = _crf_at_threshold(img, scores, keys_pad, fg_thres)
     bg_conf = _crf_at_threshold(img, scores, keys_pad, bg_thres)
     return compose_ir_label(fg_conf, bg_conf)
+
+
+class PairwiseCRF:
+    """A dense CRF whose pairwise terms are built once for an image and reused for many unaries
+    (PPMG runs one two-label CRF per class and setting; the result of each `marginals` call
+    equals a fresh CRF's, as pydensecrf's inference starts from the unary every time).
+
+    img: uint8 (H, W, 3), passed to the bilateral kernel in the channel order given (PPMG gives
+    BGR). Gaussian (gauss_sxy, gauss_compat) and bilateral (bi_sxy, bi_srgb, bi_compat) Potts
+    terms, pydensecrf's default kernel and normalisation; `n_iter` mean-field iterations.
+    """
+
+    def __init__(self, img: np.ndarray, n_labels: int, n_iter: int, gauss_sxy: float,
+                 gauss_compat: float, bi_sxy: float, bi_srgb: float, bi_compat: float):
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"image {img.shape} is not (H, W, 3)")
+        self.h, self.w = img.shape[:2]
+        self.n_labels, self.n_iter = int(n_labels), int(n_iter)
+        self.d = dcrf.DenseCRF2D(self.w, self.h, self.n_labels)
+        self.d.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
+        self.d.addPairwiseBilateral(sxy=bi_sxy, srgb=bi_srgb,
+                                    rgbim=np.array(img, np.uint8, order="C", copy=True),
+                                    compat=bi_compat)
+
+    def marginals(self, prob: np.ndarray) -> np.ndarray:
+        """(n_labels, H, W) float32 marginals Q for unaries −log(max(prob, 1e-5)); prob:
+        (n_labels, H, W) scores in [0, 1], not necessarily summing to 1."""
+        if prob.shape != (self.n_labels, self.h, self.w):
+            raise ValueError(f"scores {prob.shape} do not fit the CRF "
+                             f"({self.n_labels}, {self.h}, {self.w})")
+        self.d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(prob)))
+        q = np.asarray(self.d.inference(self.n_iter), np.float32)
+        return q.reshape(self.n_labels, self.h, self.w)

@@ -6,9 +6,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tqdm import tqdm
-
-from misc.engine.workers import cpu_pool
+from misc.engine.workers import map_jobs
 from misc.imutils import read_image
 from misc.io.maps import load_maps
 from misc.io.png import save_png
@@ -57,19 +55,8 @@ def make_ir_labels(ids: Sequence[str], map_dir: str | Path,
             jobs.append((str(map_dir / f"{i}.npz"), str(image_path(i)), str(out),
                          float(fg_thres), float(bg_thres), bool(drop_background_channel)))
     skipped = len(ids) - len(jobs)
-    bar = tqdm(total=len(jobs), desc=f"ir labels -> {out_dir.name}", unit="img", disable=None)
-    try:
-        if num_workers <= 1 or len(jobs) < MIN_JOBS_FOR_POOL:
-            for job in jobs:
-                _make_one(job)
-                bar.update(1)
-        else:
-            workers = min(int(num_workers), len(jobs))
-            chunk = max(1, min(16, len(jobs) // (workers * 4)))
-            with cpu_pool(workers) as pool:
-                for _ in pool.imap_unordered(_make_one, jobs, chunksize=chunk):
-                    bar.update(1)
-    finally:
-        bar.close()
+    for _ in map_jobs(_make_one, jobs, num_workers, f"ir labels -> {out_dir.name}",
+                      MIN_JOBS_FOR_POOL):
+        pass
     return {"written": len(jobs), "skipped": skipped,
             "seconds": round(time.perf_counter() - start, 3)}

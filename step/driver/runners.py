@@ -8,7 +8,7 @@ from pathlib import Path
 from misc.engine import dist
 from misc.engine.log import log
 from misc.eval.metrics import evaluate_label_pngs, summary
-from misc.eval.seed_eval import evaluate_seeds
+from misc.eval.seed_eval import evaluate_ppmg, evaluate_seeds, setting_name
 from misc.io.metrics_file import append_metrics
 from misc.seeds.ir_label import make_ir_labels
 from step.driver.context import cpu_workers, dataset, eval_ids, id_list
@@ -16,8 +16,9 @@ from step.driver.context import cpu_workers, dataset, eval_ids, id_list
 
 def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background_channel: bool,
                   step: str) -> dict:
-    """eval_cam / eval_amn_cam: `map_dir` at --cam_eval_thres and every --sweep_thres, appended
-    to --metrics_file."""
+    """eval_cam / eval_amn_cam: `map_dir` at --cam_eval_thres and every --sweep_thres (and, with
+    --ppmg_eval True, PPMG at every --ppmg_alphas x --ppmg_cv_scales), appended to
+    --metrics_file."""
     if not dist.is_main():
         return {}
     data = dataset(args)
@@ -25,11 +26,21 @@ def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background
                             args.cam_eval_thres, args.sweep_thres, drop_background_channel,
                             cpu_workers(args))
     record = {"step": step, "split": args.chainer_eval_set, **scores}
+    if args.ppmg_eval:
+        settings = [(a, c) for a in args.ppmg_alphas for c in args.ppmg_cv_scales]
+        record.update(evaluate_ppmg(eval_ids(args), map_dir, data.image_path, data.gt_dir(),
+                                    data.class_names, settings, drop_background_channel,
+                                    cpu_workers(args)))
     append_metrics(args.metrics_file, record)
     log(f"{step}: mIoU {100 * record['miou']:.2f} at threshold {args.cam_eval_thres}; "
         f"best {100 * record['best_miou']:.2f} at {record['best_threshold']:.2f}")
     log("  per class: " + ", ".join(f"{n} {100 * v:.1f}" if v is not None else f"{n} -"
                                     for n, v in record["iou"].items()))
+    if "ppmg" in record:
+        best = record["ppmg_best"]
+        rows = ", ".join(f"{name} {100 * miou:.2f}" for name, miou in record["ppmg"].items())
+        log(f"  PPMG ({record['ppmg_seconds']:.1f} s): {rows}; best {100 * best['miou']:.2f} "
+            f"at {setting_name(best['alpha'], best['cv_scale'])}")
     return record
 
 
