@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from misc.errors import BadInput, MissingInput
 from misc.io.checkpoints import network_of, read_weights
 
 EMBED_DIM = 384
@@ -38,6 +39,7 @@ BAO_KEYS = ("label_enc.weight", "label_enc.bias", "classifier_x.weight", "classi
 WEIGHTS_HELP = ("Pass a Conformer-S state_dict: the ImageNet Conformer_small_patch16.pth of "
                 "pengzhiliang/Conformer (downloaded by hand: this project never downloads) or a "
                 "TransCAM-trained file")
+RANDOM_INIT = "none"  # the value of a starting-weights flag that asks for random initialisation
 
 
 class DropPath(nn.Module):
@@ -339,7 +341,7 @@ def _file_kind(state: dict[str, torch.Tensor], path: Path, fix: str) -> str:
     """"imagenet" (conv_cls_head is a Linear), "bao" (label_enc present) or "transcam"."""
     if "trans_patch_conv.weight" not in state:
         what = network_of(set(state)) or f"no Conformer keys (first keys {sorted(state)[:3]})"
-        raise ValueError(f"weights file {path} is not a Conformer-S state_dict: it holds {what}. "
+        raise BadInput(f"weights file {path} is not a Conformer-S state_dict: it holds {what}. "
                          f"{fix}")
     if "label_enc.weight" in state:
         return "bao"
@@ -353,8 +355,9 @@ def load_conformer_weights(net: Net, path: str | Path, flag: str = "--conformer_
     documented differences (docs/bao.md): an ImageNet file's four head keys (`HEAD_KEYS`: a
     1000-way trans_cls_head and a Linear conv_cls_head) are dropped and the net's heads keep
     their init; a TransCAM file into a BAO net leaves `BAO_KEYS` at their init (BAO's own
-    strict=False load, made explicit). Anything else that differs is a ValueError naming the
-    file, the keys and `flag`; a failed load leaves the net unchanged."""
+    strict=False load, made explicit). Anything else that differs is a BadInput (a ValueError)
+    naming the file, the keys and `flag`, a missing file a MissingInput (a FileNotFoundError);
+    a failed load leaves the net unchanged."""
     path, fix = Path(path), f"{WEIGHTS_HELP} as {flag}."
     state = read_weights(path, fix)
     kind = _file_kind(state, path, fix)
@@ -367,7 +370,7 @@ def load_conformer_weights(net: Net, path: str | Path, flag: str = "--conformer_
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
               for k in sorted(own.keys() & state.keys()) if state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        raise ValueError(
+        raise BadInput(
             f"weights file {path} ({kind} Conformer-S) does not fit net.conformer.Net("
             f"with_bao_layers={net.with_bao_layers}, depth={net.depth}, n_classes="
             f"{net.n_classes}): missing {missing[:5]}, unexpected {unexpected[:5]}, shape "
@@ -375,3 +378,19 @@ def load_conformer_weights(net: Net, path: str | Path, flag: str = "--conformer_
     kept_init = tuple(k for k in own if k in kept)
     net.load_state_dict({**{k: own[k] for k in kept_init}, **state})
     return ConformerLoad(kind, tuple(dropped), kept_init)
+
+
+def load_starting_weights(net: Net, value: str | Path | None, flag: str = "--conformer_weights"
+                          ) -> ConformerLoad | None:
+    """The starting weights of a training pass: `value` is the flag's value, a file for
+    `load_conformer_weights`, or "none" (RANDOM_INIT), which keeps the network's random
+    initialisation and returns None: only when asked, never because a file is missing (tests,
+    and the toy until a Conformer pretrained on synthetic data exists: docs/bao.md §3.1)."""
+    if value is None:
+        raise MissingInput(
+            f"no {flag} given: training starts from an ImageNet Conformer-S. {WEIGHTS_HELP} as "
+            f"{flag}, or `{flag} {RANDOM_INIT}` to start from random initialisation (tests and "
+            f"the toy only: docs/bao.md §3.1)")
+    if str(value).lower() == RANDOM_INIT:
+        return None
+    return load_conformer_weights(net, value, flag)

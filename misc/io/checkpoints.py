@@ -110,21 +110,21 @@ def _not_weights(state: object) -> str | None:
 
 def read_weights(path: str | Path, fix: str) -> dict[str, torch.Tensor]:
     """The state_dict in `path` (weights only). A file that is missing, unreadable or not a
-    state_dict raises FileNotFoundError / ValueError naming the file, what it holds and `fix`
-    (e.g. which flag takes which file). A dict whose only use is to wrap the weights under
-    "model" (as some released checkpoints are saved) is unwrapped."""
+    state_dict raises MissingInput / BadInput (a FileNotFoundError / ValueError) naming the
+    file, what it holds and `fix` (e.g. which flag takes which file). A dict whose only use is
+    to wrap the weights under "model" (as some released checkpoints are saved) is unwrapped."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} not found. {fix}")
+        raise MissingInput(f"weights file {path} not found. {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"cannot read weights file {path}: it {_read_failure(path, err)}. "
+        raise BadInput(f"cannot read weights file {path}: it {_read_failure(path, err)}. "
                          f"{fix}") from err
     if isinstance(state, dict) and isinstance(state.get("model"), dict) and "step" not in state:
         state = state["model"]
     if (why := _not_weights(state)) is not None:
-        raise ValueError(f"weights file {path} {why}. {fix}")
+        raise BadInput(f"weights file {path} {why}. {fix}")
     return state
 
 
