@@ -256,7 +256,7 @@ class Net(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()  # linearly increasing
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # rising linearly
         self.conv_1 = ConvBlock(64, BASE_CHANNELS, res_conv=True)
         self.trans_patch_conv = nn.Conv2d(64, EMBED_DIM, PATCH // 4, stride=PATCH // 4)
         self.trans_1 = TransformerBlock(rates[0])
