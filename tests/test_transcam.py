@@ -111,3 +111,4 @@ def test_color_jitter():
     bright = [int(imutils.color_jitter(grey, 0.3, 0, 0, 0, np.random.default_rng(k))[0, 0, 0])
               for k in range(50)]
     assert 63 <= min(bright) < 90 < max(bright) <= 117
+
