@@ -25,16 +25,19 @@ from step import (
     eval_seg,
     eval_seg_gt,
     eval_sem_seg,
+    eval_transcam,
     make_amn_cam,
     make_cam,
     make_cocoann,
     make_ins_seg_labels,
     make_sem_seg_labels,
+    make_transcam,
     train_amn,
     train_cam,
     train_irn,
     train_seg,
     train_seg_gt,
+    train_transcam,
 )
 from step.driver.flags import Flags, build_parser, reads_during
 from step.driver.plan import verify
@@ -56,6 +59,7 @@ PIPELINE = Pipeline.of([
     train_irn, make_ins_seg_labels, eval_ins_seg, make_sem_seg_labels,   # IRN
     eval_sem_seg, make_cocoann,
     train_seg, eval_seg, train_seg_gt, eval_seg_gt,                      # DeepLab-V2
+    train_transcam, make_transcam, eval_transcam,                        # TransCAM (optional)
 ])
 
 

@@ -102,6 +102,58 @@ def random_scale(img: np.ndarray, label: np.ndarray | None, scale_range: tuple[f
     return pil_rescale(img, s, 3), None if label is None else pil_rescale(label, s, 0)
 
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, PIL's RGB -> L
+
+
+def _rotate_hue(img: np.ndarray, shift: float) -> np.ndarray:
+    """Float RGB (H, W, 3) in [0, 255] with every pixel's hue turned by `shift` (a fraction of
+    the colour circle); value and saturation are kept (HSV, computed in place of PIL's)."""
+    rgb = img / 255.0
+    v = rgb.max(axis=-1)
+    delta = v - rgb.min(axis=-1)
+    s = np.divide(delta, v, out=np.zeros_like(v), where=v > 0)
+    safe = np.where(delta > 0, delta, 1.0)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    h = np.where(v == r, (g - b) / safe, np.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    h = np.where(delta > 0, h / 6.0, 0.0)
+    h = (h + shift) % 1.0
+    sector = np.floor(h * 6.0)
+    f = h * 6.0 - sector
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    sector = sector.astype(np.int64) % 6
+    table = np.stack([np.stack(c, axis=-1) for c in
+                      ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    out = np.take_along_axis(table, sector[None, ..., None].repeat(3, -1), axis=0)[0]
+    return out * 255.0
+
+
+def color_jitter(img: np.ndarray, brightness: float, contrast: float, saturation: float,
+                 hue: float, rng: np.random.Generator) -> np.ndarray:
+    """Random colour jitter of a uint8 RGB image, the four adjustments of torchvision's
+    ColorJitter(brightness, contrast, saturation, hue) in a random order, each factor drawn
+    uniformly: brightness, contrast and saturation f in [max(0, 1 - x), 1 + x], blending the
+    image with black, with its mean grey level and with its grey image (f = 1: unchanged);
+    hue a turn of the colour circle in [-hue, hue]. Computed in float, clipped to [0, 255]
+    after each adjustment and rounded once at the end (PIL rounds after each). A strength of
+    0 skips its adjustment."""
+    out = img.astype(np.float64)
+    factor = lambda x: float(rng.uniform(max(0.0, 1.0 - x), 1.0 + x))
+    grey = lambda x: x @ np.asarray(LUMA)
+    for op in rng.permutation(4):
+        if op == 0 and brightness > 0:
+            out = out * factor(brightness)
+        elif op == 1 and contrast > 0:
+            f = factor(contrast)
+            out = f * out + (1 - f) * grey(out).mean()
+        elif op == 2 and saturation > 0:
+            f = factor(saturation)
+            out = f * out + (1 - f) * grey(out)[..., None]
+        elif op == 3 and hue > 0:
+            out = _rotate_hue(out, float(rng.uniform(-hue, hue)))
+        out = np.clip(out, 0.0, 255.0)
+    return np.rint(out).astype(np.uint8)
+
+
 def normalize(img: np.ndarray) -> np.ndarray:
     """uint8 RGB (H, W, 3) -> float32 (H, W, 3), (x/255 - mean)/std computed in float64."""
     out = (img.astype(np.float64) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD

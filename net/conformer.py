@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from misc.errors import BadInput
+from misc.errors import BadInput, MissingInput
 from misc.io.checkpoints import network_of, read_weights
 
 EMBED_DIM = 384
@@ -39,6 +39,7 @@ BAO_KEYS = ("label_enc.weight", "label_enc.bias", "classifier_x.weight", "classi
 WEIGHTS_HELP = ("Pass a Conformer-S state_dict: the ImageNet Conformer_small_patch16.pth of "
                 "pengzhiliang/Conformer (downloaded by hand: this project never downloads) or a "
                 "TransCAM-trained file")
+RANDOM_INIT = "none"  # the value of a starting-weights flag that asks for random initialisation
 
 
 class DropPath(nn.Module):
@@ -255,7 +256,7 @@ class Net(nn.Module):
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()  # linearly increasing
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # rising linearly
         self.conv_1 = ConvBlock(64, BASE_CHANNELS, res_conv=True)
         self.trans_patch_conv = nn.Conv2d(64, EMBED_DIM, PATCH // 4, stride=PATCH // 4)
         self.trans_1 = TransformerBlock(rates[0])
@@ -355,7 +356,8 @@ def load_conformer_weights(net: Net, path: str | Path, flag: str = "--conformer_
     1000-way trans_cls_head and a Linear conv_cls_head) are dropped and the net's heads keep
     their init; a TransCAM file into a BAO net leaves `BAO_KEYS` at their init (BAO's code
     skips them silently; here they are named in `kept_init`). Anything else that differs is a
-    BadInput naming the file, the keys and `flag`; a failed load leaves the net unchanged."""
+    BadInput naming the file, the keys and `flag`, a missing file a MissingInput; a failed load
+    leaves the net unchanged."""
     path, fix = Path(path), f"{WEIGHTS_HELP} as {flag}."
     state = read_weights(path, fix)
     kind = _file_kind(state, path, fix)
@@ -376,3 +378,19 @@ def load_conformer_weights(net: Net, path: str | Path, flag: str = "--conformer_
     kept_init = tuple(k for k in own if k in kept)
     net.load_state_dict({**{k: own[k] for k in kept_init}, **state})
     return ConformerLoad(kind, tuple(dropped), kept_init)
+
+
+def load_starting_weights(net: Net, value: str | Path | None, flag: str = "--conformer_weights"
+                          ) -> ConformerLoad | None:
+    """The starting weights of a training pass: `value` is the flag's value, a file for
+    `load_conformer_weights`, or "none" (RANDOM_INIT), which keeps the network's random
+    initialisation and returns None: only when asked, never because a file is missing (tests,
+    and the toy until a Conformer pretrained on synthetic data exists: docs/bao.md §3.1)."""
+    if value is None:
+        raise MissingInput(
+            f"no {flag} given: training starts from an ImageNet Conformer-S. {WEIGHTS_HELP} as "
+            f"{flag}, or `{flag} {RANDOM_INIT}` to start from random initialisation (tests and "
+            f"the toy only: docs/bao.md §3.1)")
+    if str(value).lower() == RANDOM_INIT:
+        return None
+    return load_conformer_weights(net, value, flag)

@@ -14,7 +14,7 @@ STEP = Step(
         Flag("sweep_thres", float, tuple(round(0.05 * i, 2) for i in range(1, 20)), nargs="+",
              help="thresholds evaluated in the same pass as --cam_eval_thres", domain=UNIT),
         Flag("ppmg_eval", str2bool, False,
-             help="eval_cam, eval_amn_cam: also score PMM's CVS + PPMG pseudo-masks (per-class "
+             help="eval_cam, eval_amn_cam, eval_transcam: also score PMM's CVS + PPMG pseudo-masks (per-class "
                   "dense CRFs on the CPU pool, docs/pmm.md) for every --ppmg_alphas x "
                   "--ppmg_cv_scales"),
         Flag("ppmg_alphas", float, (4.8, 8.0, 11.0, 16.0, 24.0), nargs="+",

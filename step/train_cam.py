@@ -6,6 +6,7 @@ by default), resize_long -> flip -> crop; per-epoch validation loss and mAP on v
 from __future__ import annotations
 
 import argparse
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -52,14 +53,16 @@ def classification_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 @torch.inference_mode()
 def validate(model: torch.nn.Module, dataset: ClassificationDataset, device: torch.device,
-             batch_size: int, amp: bool = False, channels_last: bool = False) -> dict:
+             batch_size: int, amp: bool = False, channels_last: bool = False,
+             logits: Callable[[Any], torch.Tensor] = lambda out: out) -> dict:
     """Mean loss and mAP over the validation list (top-left crop, no resize, no flip), the
-    forward under --amp / --channels_last as in training."""
+    forward under --amp / --channels_last as in training; `logits`: the (B, C) class scores of
+    the network's output (train_transcam's sum of two heads)."""
     model.eval()
     forward = low_precision(model, device, amp, channels_last)
     scores, labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size):
-        scores.append(forward(batch["img"].to(device)).cpu())
+        scores.append(logits(forward(batch["img"].to(device))).cpu())
         labels.append(batch["label"])
     scores, labels = torch.cat(scores), torch.cat(labels)
     return {"loss": F.multilabel_soft_margin_loss(scores, labels).item(),

@@ -18,7 +18,7 @@ import run_sample
 from step.driver import plan
 from step.driver.plan import PlanError, check_plan, verify
 from step.driver.workspace import already_trained
-from tests.tiny import REPO, flags
+from tests.tiny import REPO, flags, transcam_flags
 
 # what start_run writes before the check: the run's record, log, dataset tags and locks
 BOOKKEEPING = {"run_config.json", "runs.jsonl", "run.log", "sample_train_eval.log", ".dataset",
@@ -155,12 +155,14 @@ def test_weight_files_with_wrong_keys(tiny_toy, tmp_path):
 
 
 def test_a_consistent_whole_chain_passes(tiny_toy, r50, tmp_path, capsys):
-    gt = ["--train_seg_gt_pass", "True", "--eval_seg_gt_pass", "True"]  # the optional passes
-    args = _resolve(flags(tiny_toy, tmp_path, r50) + gt)
+    optional = [f"--{name}_pass True".split() for name, step in run_sample.PIPELINE.steps.items()
+                if step.optional]
+    transcam = transcam_flags(tmp_path)[:-2]  # without --train_cam_pass False
+    args = _resolve(flags(tiny_toy, tmp_path, r50) + transcam + sum(optional, []))
     result = verify(run_sample.PIPELINE, args)
     assert result.problems == [] and result.steps == list(run_sample.PIPELINE.steps)
     out = capsys.readouterr().out
-    assert "plan: 18 steps, inputs checked in" in out
+    assert f"plan: {len(run_sample.PIPELINE.steps)} steps, inputs checked in" in out
     assert "plan: outputs need ~" in out and " free on " in out
     assert list(tmp_path.iterdir()) == []
 

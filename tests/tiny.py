@@ -79,3 +79,14 @@ def flags(root: Path, out: Path, weights: Path) -> list[str]:
             "--sem_seg_out_dir", str(out / "sem_seg"), "--ins_seg_out_dir", str(out / "ins_seg"),
             "--cocoann_out_dir", str(out),
             "--seg_pred_out_dir", str(out / "seg_pred")] + profile_flags(TINY_PROFILE)
+
+
+def transcam_flags(out: Path) -> list[str]:
+    """The TransCAM passes of a seconds-long chain (a 3-block Conformer from random init, 64 px
+    crops, views of 32 and 64 px), outputs under `out`; `flags` gives the rest. A non-optional
+    pass given False keeps the call to the passes given True."""
+    return ["--transcam_depth", "3", "--transcam_crop_size", "64", "--transcam_resize_long",
+            "56", "72", "--transcam_batch_size", "4", "--transcam_num_epoches", "1",
+            "--transcam_sizes", "32", "64", "--conformer_weights", "none",
+            "--transcam_weights_name", str(out / "sess" / "transcam.pth"),
+            "--transcam_out_dir", str(out / "transcam"), "--train_cam_pass", "False"]

@@ -42,23 +42,30 @@ class _IdDataset(Dataset):
 
 
 class ClassificationDataset(_IdDataset):
-    """train_cam samples: resize_long -> normalise -> flip -> crop.
+    """train_cam / train_transcam samples: resize_long -> colour jitter (when given) ->
+    normalise -> flip -> crop.
 
     Returns dict(name, img float32 (3, crop, crop) normalised, label float32 (C,) multi-hot).
-    `crop_method` "random" (training) or "top_left" (validation, no resize, no flip)."""
+    `crop_method` "random" (training) or "top_left" (validation, no resize, no flip).
+    `color_jitter`: (brightness, contrast, saturation, hue) strengths of
+    `misc.imutils.color_jitter`, or None."""
 
     def __init__(self, ids, dataset, list_name, crop_size: int,
                  resize_long: tuple[int, int] | None = (320, 640), hor_flip: bool = True,
-                 crop_method: str = "random", seed: int = 0):
+                 crop_method: str = "random", seed: int = 0,
+                 color_jitter: tuple[float, float, float, float] | None = None):
         super().__init__(ids, dataset, list_name, seed)
         self.crop_size, self.resize_long = crop_size, resize_long
         self.hor_flip, self.crop_method = hor_flip, crop_method
+        self.color_jitter = color_jitter
 
     def __getitem__(self, index: int) -> dict:
         rng = self.rng(index)
         img = self.image(index)
         if self.resize_long:
             img = imutils.random_resize_long(img, *self.resize_long, rng)
+        if self.color_jitter:
+            img = imutils.color_jitter(img, *self.color_jitter, rng)
         img = imutils.normalize(img)
         if self.hor_flip:
             (img,) = imutils.random_lr_flip([img], rng)
@@ -107,13 +114,52 @@ class MultiScaleDataset(_IdDataset):
     def image_size(self, index: int) -> tuple[int, int]:
         return imutils.image_size(self.dataset.image_path(self.ids[index]))
 
+    def views_size(self, index: int) -> tuple[int, ...]:
+        """What decides the views' shapes: images with equal values have views of equal shapes
+        at every scale (here the image size)."""
+        return self.image_size(index)
+
+    def view(self, img: np.ndarray, scale) -> np.ndarray:
+        """The uint8 view of the image at one scale."""
+        return imutils.pil_rescale(img, scale, 3)
+
     def __getitem__(self, index: int) -> dict:
         img = self.image(index)
-        views = [imutils.hwc_to_chw(imutils.normalize(imutils.pil_rescale(img, s, 3)))
-                 for s in self.scales]
+        views = [imutils.hwc_to_chw(imutils.normalize(self.view(img, s))) for s in self.scales]
         return {"name": self.ids[index], "size": img.shape[:2],
                 "label": torch.from_numpy(self.labels[self.ids[index]]),
                 "imgs": [torch.from_numpy(v) for v in views]}
+
+
+class SquareViewsDataset(MultiScaleDataset):
+    """make_transcam's samples: the whole image resized (PIL bicubic) to side x side for every
+    side of `sides`, as TransCAM's inference (aspect-distorting: docs/quirks.md). With
+    `square=False` the long side is resized to `side` and the short one to the multiple of
+    `multiple` nearest its proportional length (the aspect kept up to that rounding).
+
+    Returns what MultiScaleDataset returns, the views (3, s_h, s_w) normalised, no flip."""
+
+    def __init__(self, ids, dataset, list_name, sides: tuple[int, ...], square: bool = True,
+                 multiple: int = 16):
+        super().__init__(ids, dataset, list_name, tuple(sides))
+        self.square, self.multiple = square, multiple
+
+    def view_shape(self, size: tuple[int, int], side: int) -> tuple[int, int]:
+        """(h, w) of the view of an image of `size` at `side`."""
+        if self.square:
+            return side, side
+        h, w = size
+        short = max(self.multiple, self.multiple * round(side * min(h, w) / max(h, w) / self.multiple))
+        return (side, short) if h >= w else (short, side)
+
+    def views_size(self, index: int) -> tuple[int, ...]:
+        if self.square:  # every image's views share their shapes: one exact batch
+            return tuple(self.scales[:1]) * 2
+        size = self.image_size(index)
+        return tuple(n for side in self.scales for n in self.view_shape(size, side))
+
+    def view(self, img: np.ndarray, side) -> np.ndarray:
+        return imutils.pil_resize(img, self.view_shape(img.shape[:2], side), 3)
 
 
 class SegTrainDataset(SegmentationDataset):

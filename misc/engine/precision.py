@@ -83,11 +83,12 @@ def allow_tf32(allowed: bool) -> None:
 
 
 def as_float32(value: Any) -> Any:
-    """Floating tensors (also inside tuples, lists and dicts) cast to float32."""
+    """Floating tensors (also inside tuples, named tuples, lists and dicts) cast to float32."""
     if isinstance(value, torch.Tensor):
         return value.float() if value.is_floating_point() else value
     if isinstance(value, (tuple, list)):
-        return type(value)(as_float32(v) for v in value)
+        items = [as_float32(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
     if isinstance(value, dict):
         return {k: as_float32(v) for k, v in value.items()}
     return value

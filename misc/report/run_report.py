@@ -31,11 +31,15 @@ def latest_records(metrics_file: str | Path) -> dict[str, dict]:
     return records
 
 
+# the seed evaluations with a threshold sweep, and their names in the report
+SWEPT_SEEDS = (("eval_cam", "CAM"), ("eval_amn_cam", "AMN"), ("eval_transcam", "TransCAM"))
+
+
 def plot_threshold_curves(metrics_file: str | Path, out_png: str | Path) -> Path | None:
-    """Plot mIoU against the global threshold for eval_cam and eval_amn_cam (whichever exist)."""
+    """Plot mIoU against the global threshold for eval_cam, eval_amn_cam and eval_transcam
+    (whichever exist)."""
     records = latest_records(metrics_file)
-    curves = {name: records[step]["sweep"] for step, name in
-              (("eval_cam", "CAM"), ("eval_amn_cam", "AMN")) if step in records}
+    curves = {name: records[step]["sweep"] for step, name in SWEPT_SEEDS if step in records}
     if not curves:
         return None
     plt = _plt()
@@ -190,7 +194,7 @@ def gains_lines(records: dict[str, dict], within: float = 0.03) -> list[str]:
         lines.append(f"- DeepLab on pseudo-masks vs on the ground truth of the same images: "
                      f"{100 * ours:.1f} vs {100 * bound:.1f} ({100 * (ours - bound):+.1f} points, "
                      f"{100 * ours / max(bound, 1e-9):.0f}% of the upper bound)")
-    for step, name in (("eval_cam", "CAM"), ("eval_amn_cam", "AMN")):
+    for step, name in SWEPT_SEEDS:
         span = plateau(records.get(step, {}).get("sweep", {}), within)
         if span is not None:
             lines.append(f"- {name} plateau (mIoU within {100 * within:.0f} points of its best, "
@@ -260,6 +264,8 @@ RESULTS = {
     "eval_seg": lambda r: _deeplab("DeepLab", r),
     "train_seg_gt": _loss,
     "eval_seg_gt": lambda r: _deeplab("DeepLab on the ground truth (upper bound)", r),
+    "train_transcam": lambda r: f"TransCAM val mAP {r['mAP']:.1f}" if "mAP" in r else _loss(r),
+    "eval_transcam": lambda r: _seed("TransCAM", r),
 }
 
 

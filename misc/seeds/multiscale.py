@@ -1,5 +1,6 @@
-"""Multi-scale + flip inference over an image list: the shared mechanism of make_cam and
-make_amn_cam (one mechanism, two configurations: the network call and the per-image merge).
+"""Multi-scale + flip inference over an image list: the shared mechanism of make_cam,
+make_amn_cam and make_transcam (one mechanism, three configurations: the views, the network
+call and the per-image merge).
 
 Images are batched by size, and each scale of a batch is one forward pass of (2B, 3, h_s, w_s)
 holding every image and its mirror: exact when the batch shares a size, otherwise zero-padded
@@ -33,11 +34,18 @@ ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MergeFn = Callable[[list, torch.Tensor, tuple, str], tuple]
 
 
-def size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+def size_batches(sizes: Sequence[tuple[int, ...]], batch_size: int,
+                 exact: bool = False) -> list[list[int]]:
     """Indices in batches of at most `batch_size`, ordered by size within each orientation so
     that a batch holds equal or similar sizes (the least padding). A batch never mixes
     landscape and portrait images: a 500x375 and a 375x500 image share a 512x512 canvas, 36%
-    of it padding, slower than one at a time (docs/measurements.md)."""
+    of it padding, slower than one at a time (docs/measurements.md). `exact`: a batch holds
+    equal sizes only (networks that cannot be masked to a padded region, e.g. attention)."""
+    if exact:
+        groups: dict[tuple, list[int]] = {}
+        for i in sorted(range(len(sizes)), key=lambda i: tuple(sizes[i])):
+            groups.setdefault(tuple(sizes[i]), []).append(i)
+        return [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
     batches = []
     for portrait in (False, True):
         group = sorted((i for i in range(len(sizes)) if (sizes[i][0] >= sizes[i][1]) == portrait),
@@ -111,10 +119,11 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
                              out_dir: str | Path, device: torch.device, reduce: str,
                              batch_size: int = 8, num_workers: int = 0,
                              overwrite: bool = False, desc: str = "maps",
-                             stride: int = 16) -> dict:
+                             stride: int = 16, exact: bool = False) -> dict:
     """Write out_dir/<id>.npz for this rank's share of the dataset; skip finished images
     unless `overwrite`. Images of similar sizes share a batch (`views_forward`; `stride`: the
-    network's output stride, the canvas multiple). Returns counts and seconds."""
+    network's output stride, the canvas multiple); with `exact` only images whose views have
+    equal shapes (`dataset.views_size`), so no batch is padded. Returns counts and seconds."""
     out_dir = Path(out_dir)
     start = time.time()
     mine = dist.shard(list(range(len(dataset))))
@@ -122,8 +131,8 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
             if overwrite or not is_done(out_dir / f"{dataset.ids[i]}.npz")}
     # batches formed over the whole share, so that a resumed run batches (and rounds) each image
     # as an uninterrupted one: bit-identical maps; a partly finished batch is recomputed
-    sizes = [dataset.image_size(i) for i in mine]
-    batches = [[mine[j] for j in b] for b in size_batches(sizes, batch_size)]
+    sizes = [dataset.views_size(i) for i in mine]
+    batches = [[mine[j] for j in b] for b in size_batches(sizes, batch_size, exact)]
     batches = [b for b in batches if any(dataset.ids[i] in todo for i in b)]
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                         collate_fn=partial(_collate, stride=stride),
@@ -167,6 +176,26 @@ def cam_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, in
     return keys, norm(strided), norm(high)
 
 
+def min_max(maps: torch.Tensor) -> torch.Tensor:
+    """(K, h, w) maps min-max normalised per channel: (m - min) / (max - min + 1e-5), in [0, 1)."""
+    lo, hi = maps.amin(dim=(1, 2), keepdim=True), maps.amax(dim=(1, 2), keepdim=True)
+    return (maps - lo) / (hi - lo + 1e-5)
+
+
+def transcam_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
+                   _name=None):
+    """make_transcam's merge (docs/bao.md §3.2): the views' flip-summed TransCAMs resized
+    bilinearly straight to the image (and to stride 4) and summed, the present classes kept,
+    ReLU, min-max per class.
+
+    outs: [(C, h_s, w_s)] real-valued; returns keys (K,) 0-based, cam (K, h4, w4), high_res
+    (K, H, W) in [0, 1)."""
+    keys = present_keys(label)
+    maps = [min_max(F.relu(resize_sum(outs, out_size)[keys]))
+            for out_size in (strided_size(size, 4), tuple(size))]
+    return keys, maps[0], maps[1]
+
+
 def amn_merge(ir_label_dir: str | Path) -> MergeFn:
     """make_amn_cam's merge (docs/pipeline.md §3.6): mean of the scales' logits at stride 4 and straight at
     full size, softmax, keep [background, present classes], min-max per channel, and keep the
@@ -180,8 +209,7 @@ def amn_merge(ir_label_dir: str | Path) -> MergeFn:
         maps = []
         for out_size in (strided_size(size, 4), tuple(size)):
             prob = F.softmax(resize_sum(outs, out_size) / len(outs), dim=0)[keep]
-            lo, hi = prob.amin(dim=(1, 2), keepdim=True), prob.amax(dim=(1, 2), keepdim=True)
             confident_bg = torch.from_numpy(pil_resize(ir_label, out_size, 0) == 0).to(prob.device)
-            maps.append(torch.where(confident_bg, prob, (prob - lo) / (hi - lo + 1e-5)))
+            maps.append(torch.where(confident_bg, prob, min_max(prob)))
         return keys, maps[0], maps[1]
     return merge

@@ -25,6 +25,7 @@ from misc.engine import dist
 from misc.engine.log import log
 from misc.errors import UserError
 from misc.io.checkpoints import load_checkpoint
+from net import conformer
 from net.deeplabv2 import BACKBONES, SEG_WEIGHTS_HELP, deeplab_v2_msc
 from net.resnet50 import WEIGHTS_HELP, ResNet50, load_backbone_weights
 from net.resnet50_irn import REFERENCE_LOSS_BUFFERS
@@ -38,16 +39,20 @@ from step.driver.provenance import Pipeline, list_of, path_of
 # (AMN) in today's 16-bit compressed one (misc/io/maps.save_maps; the toy maps re-encoded).
 # The PNGs compress: VOC-size labels take less per pixel.
 BYTES_PER_PIXEL = {"cam_out_dir": 0.65, "amn_cam_out_dir": 0.95,    # per channel
+                   "transcam_out_dir": 0.65,                         # as CAMs: same format
                    "ir_label_out_dir": 0.06, "amn_ir_label_out_dir": 0.05,
                    "sem_seg_out_dir": 0.04, "ins_seg_out_dir": 0.07,
                    "seg_pred_out_dir": 0.09, "seg_test_out_dir": 0.09,
                    "seg_gt_pred_out_dir": 0.09}
-EXTRA_CHANNELS = {"cam_out_dir": 0, "amn_cam_out_dir": 1}  # map channels beyond the classes
+# map channels beyond the classes
+EXTRA_CHANNELS = {"cam_out_dir": 0, "amn_cam_out_dir": 1, "transcam_out_dir": 0}
 # Checkpoint bytes (torch.save of the state_dict at 20 and 80 classes, fitted linearly):
 # (bytes, bytes per foreground class). Training also keeps the resumable state (weights and
 # optimiser buffers) beside it: counted as TRAINING_COPIES checkpoints.
 CHECKPOINT_BYTES = {"cam": (94.39e6, 8.2e3), "amn": (94.73e6, 303e3), "irn": (100.02e6, 0),
-                    "deeplab_resnet101": (170.93e6, 295e3), "deeplab_resnet50": (94.65e6, 295e3)}
+                    "deeplab_resnet101": (170.93e6, 295e3), "deeplab_resnet50": (94.65e6, 295e3),
+                    # Conformer-S: 36.47 M float32 values at 20 classes, 9,602 a class (heads)
+                    "transcam": (145.1e6, 38.4e3)}
 TRAINING_COPIES = 3
 MEAN_CLASSES = 1.5  # classes per image when a list has no image-level labels (VOC: 1.56)
 SIZE_SAMPLE = 20    # images whose header gives a list's mean size
@@ -487,8 +492,22 @@ def _seg_backbone(args: argparse.Namespace, n_classes: int, path: str | None) ->
     _load_backbone(BACKBONES[args.seg_backbone], path, SEG_WEIGHTS_HELP)
 
 
+def _conformer_weights(args: argparse.Namespace, n_classes: int, path: str | None) -> None:
+    """train_transcam's starting weights (or `none`), loaded into a Conformer built on the
+    meta device as _load_backbone's ResNet."""
+    def build() -> torch.nn.Module:
+        with torch.device("meta"):
+            return conformer.Net(n_classes, depth=args.transcam_depth)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+        conformer.load_starting_weights(_placeholder_or(build, path),
+                                        path if path is not None else args.conformer_weights)
+
+
 def _network(args: argparse.Namespace, n_classes: int, flag: str) -> torch.nn.Module:
     """The network a checkpoint flag's file loads into, built as the step that reads it does."""
+    if flag == "transcam_weights_name":
+        return conformer.Net(n_classes, depth=args.transcam_depth)
     if flag == "cam_weights_name":
         return context.network(args.cam_network, "--cam_network")(n_classes)
     if flag == "amn_weights_name":
@@ -513,7 +532,8 @@ def _checkpoint(flag: str, writer: str) -> Callable[[argparse.Namespace, int, st
 
 # the weight files that are no pass's checkpoint -> the check of that file
 WEIGHT_LOADERS: dict[str, Callable[[argparse.Namespace, int, str | None], None]] = {
-    "backbone_weights": _backbone, "seg_backbone_weights": _seg_backbone}
+    "backbone_weights": _backbone, "seg_backbone_weights": _seg_backbone,
+    "conformer_weights": _conformer_weights}
 
 
 # ---- disk ---------------------------------------------------------------------------------

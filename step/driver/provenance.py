@@ -23,6 +23,7 @@ from misc.io.records import (
     make_record,
     mismatch,
 )
+from net.conformer import RANDOM_INIT
 from step.driver.context import dataset
 from step.driver.flags import SHARED, Flag, declared
 from step.driver.interface import Files, Step
@@ -32,7 +33,8 @@ def path_of(args: argparse.Namespace, flag: str) -> str | None:
     """The path a declared path flag names under the resolved flags. Besides the parser's
     flags: `seg_label_dir` defaults to --sem_seg_out_dir (`gt` means the dataset's ground
     truth, which is not an output), `cocoann_source` is the folder make_cocoann exports,
-    `seg_backbone_weights` defaults to --backbone_weights for a ResNet-50 DeepLab."""
+    `seg_backbone_weights` defaults to --backbone_weights for a ResNet-50 DeepLab,
+    `conformer_weights` `none` (random initialisation) is no file."""
     if flag == "seg_label_dir":
         value = args.seg_label_dir or args.sem_seg_out_dir
         return None if value == "gt" else value
@@ -42,6 +44,8 @@ def path_of(args: argparse.Namespace, flag: str) -> str | None:
         return None
     if flag == "seg_backbone_weights" and args.seg_backbone_weights is None:
         return args.backbone_weights if args.seg_backbone == "resnet50" else None
+    if flag == "conformer_weights" and str(args.conformer_weights).lower() == RANDOM_INIT:
+        return None
     return getattr(args, flag)
 
 

@@ -1,5 +1,5 @@
-"""The two runners that two steps each configure: seed evaluation (eval_cam / eval_amn_cam) and
-IR labels (cam_to_ir_label / amn_cam_to_ir_label)."""
+"""The runners that several steps each configure: seed evaluation (eval_cam / eval_amn_cam /
+eval_transcam) and IR labels (cam_to_ir_label / amn_cam_to_ir_label)."""
 from __future__ import annotations
 
 import argparse
@@ -15,15 +15,16 @@ from step.driver.context import cpu_workers, dataset, eval_ids, id_list
 
 
 def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background_channel: bool,
-                  step: str) -> dict:
-    """eval_cam / eval_amn_cam: `map_dir` at --cam_eval_thres and every --sweep_thres (and, with
-    --ppmg_eval True, PPMG at every --ppmg_alphas x --ppmg_cv_scales), appended to
-    --metrics_file."""
+                  step: str, threshold: float | None = None) -> dict:
+    """eval_cam / eval_amn_cam / eval_transcam: `map_dir` at `threshold` (default
+    --cam_eval_thres) and every --sweep_thres (and, with --ppmg_eval True, PPMG at every
+    --ppmg_alphas x --ppmg_cv_scales), appended to --metrics_file."""
     if not dist.is_main():
         return {}
     data = dataset(args)
+    threshold = args.cam_eval_thres if threshold is None else threshold
     scores = evaluate_seeds(eval_ids(args), map_dir, data.gt_dir(), data.class_names,
-                            args.cam_eval_thres, args.sweep_thres, drop_background_channel,
+                            threshold, args.sweep_thres, drop_background_channel,
                             cpu_workers(args))
     record = {"step": step, "split": args.chainer_eval_set, **scores}
     if args.ppmg_eval:
@@ -32,7 +33,7 @@ def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background
                                     data.class_names, settings, drop_background_channel,
                                     cpu_workers(args)))
     append_metrics(args.metrics_file, record)
-    log(f"{step}: mIoU {100 * record['miou']:.2f} at threshold {args.cam_eval_thres}; "
+    log(f"{step}: mIoU {100 * record['miou']:.2f} at threshold {threshold}; "
         f"best {100 * record['best_miou']:.2f} at {record['best_threshold']:.2f}")
     log("  per class: " + ", ".join(f"{n} {100 * v:.1f}" if v is not None else f"{n} -"
                                     for n, v in record["iou"].items()))
