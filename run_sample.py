@@ -25,18 +25,21 @@ from step import (
     eval_seg,
     eval_seg_gt,
     eval_sem_seg,
+    eval_bao,
     eval_transcam,
     make_amn_cam,
     make_cam,
     make_cocoann,
     make_ins_seg_labels,
     make_sem_seg_labels,
+    make_bao,
     make_transcam,
     train_amn,
     train_cam,
     train_irn,
     train_seg,
     train_seg_gt,
+    train_bao,
     train_transcam,
 )
 from step.driver.flags import Flags, build_parser, reads_during
@@ -60,6 +63,7 @@ PIPELINE = Pipeline.of([
     eval_sem_seg, make_cocoann,
     train_seg, eval_seg, train_seg_gt, eval_seg_gt,                      # DeepLab-V2
     train_transcam, make_transcam, eval_transcam,                        # TransCAM (optional)
+    train_bao, make_bao, eval_bao,                                       # BAO (optional)
 ])
 
 

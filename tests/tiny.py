@@ -90,3 +90,11 @@ def transcam_flags(out: Path) -> list[str]:
             "--transcam_sizes", "32", "64", "--conformer_weights", "none",
             "--transcam_weights_name", str(out / "sess" / "transcam.pth"),
             "--transcam_out_dir", str(out / "transcam"), "--train_cam_pass", "False"]
+
+
+def bao_flags(out: Path) -> list[str]:
+    """The BAO passes of a seconds-long chain on top of `transcam_flags`: 64 px crops, batch
+    4, 2 epochs (the copy epoch and one EMA epoch), outputs under `out`."""
+    return ["--bao_crop_size", "64", "--bao_resize_long", "56", "72", "--bao_batch_size", "4",
+            "--bao_num_epoches", "2", "--bao_weights_name", str(out / "sess" / "bao.pth"),
+            "--bao_cam_out_dir", str(out / "bao_cam"), "--bao_out_dir", str(out / "bao_label")]

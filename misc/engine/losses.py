@@ -37,14 +37,16 @@ def global_masked_mean(values: torch.Tensor, mask: torch.Tensor, eps: float = 0.
     return dist.world()[1] * (values * mask).sum() / count
 
 
-def balanced_smoothed_ce(logits: torch.Tensor, label: torch.Tensor, eps: float) -> torch.Tensor:
+def balanced_smoothed_ce(logits: torch.Tensor, label: torch.Tensor, eps: float,
+                         fg_weight: float = 1.0) -> torch.Tensor:
     """AMN's per-pixel classification loss (docs/pipeline.md §3.5).
 
     logits: (B, C_out, h, w); label: (B, h, w) in {0..C_out-1, 255}. Soft targets 1 - eps for the
     label class and eps / (C_out - 1) elsewhere; loss = 1/2 mean over background pixels +
     1/2 mean over foreground pixels, both means over the whole global batch (under DDP the counts
     are summed over ranks, so the gradient equals one process's). A term with no pixel is left out
-    instead of giving 0/0 = NaN as the reference does.
+    instead of giving 0/0 = NaN as the reference does. `fg_weight` multiplies the foreground
+    mean (BAO's --w_pcl when it is made to count, docs/quirks.md Q26; 1: AMN's loss).
     """
     n_out = logits.shape[1]
     valid = label != 255
@@ -52,7 +54,7 @@ def balanced_smoothed_ce(logits: torch.Tensor, label: torch.Tensor, eps: float) 
     target.scatter_(1, torch.where(valid, label, 0).long()[:, None], 1 - eps)
     per_pixel = -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
     return 0.5 * (global_masked_mean(per_pixel, label == 0)
-                  + global_masked_mean(per_pixel, valid & (label != 0)))
+                  + fg_weight * global_masked_mean(per_pixel, valid & (label != 0)))
 
 
 def irn_loss(affinity: torch.Tensor, pair_disp: torch.Tensor, targets: torch.Tensor,

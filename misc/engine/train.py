@@ -7,7 +7,8 @@ they are logged.
 
 Optional, for long runs: `max_steps` trains for a number of updates instead of whole epochs (the
 last epoch is cut short), and `checkpoint_every` > 0 writes a training state (model, optimiser,
-fp16 loss scaler, step, losses, every rank's RNG) to `<out_path stem>.state.pth` every that many steps; with
+fp16 loss scaler, step, losses, every rank's RNG, and a module trained beside the model such as
+train_bao's teacher) to `<out_path stem>.state.pth` every that many steps; with
 `resume` a later call continues from that state exactly where the killed run stopped (same
 batches, same augmentations, since both are keyed by seed and epoch; same dropout, since each
 rank gets its own random streams back). The state file is removed once the final checkpoint is
@@ -121,12 +122,15 @@ def _finite(model: torch.nn.Module) -> bool:
 
 def _save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                 max_step: int, batch_size: int, losses: list[float], rngs: list[dict],
-                record: str | None, scaler: torch.amp.GradScaler) -> None:
+                record: str | None, scaler: torch.amp.GradScaler,
+                extra: torch.nn.Module | None = None) -> None:
     """Write a resumable state (atomically); `rngs`: every rank's random streams, by rank;
     `record`: the id of the output record it trains towards; `scaler`: the fp16 loss scale
     and its growth counter (an empty dict when no scaler is active), without which an fp16
-    run resumes at the initial scale and skips other steps than the uninterrupted one."""
+    run resumes at the initial scale and skips other steps than the uninterrupted one; `extra`:
+    a module trained beside the model (train_bao's teacher), whose state_dict is kept too."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "extra": extra.state_dict() if extra is not None else {},
              "scaler": scaler.state_dict(), "step": step,
              "max_step": max_step, "batch_size": batch_size, "losses": list(losses),
              "world_size": len(rngs), "rng": rngs, "record": record}
@@ -147,6 +151,7 @@ class _StateFile:
     out_path: Path
     record: str | None = None
     step: int | None = None
+    extra: torch.nn.Module | None = None
 
     def due(self, step: int) -> bool:
         return bool(self.every) and step % self.every == 0 and step < self.total
@@ -162,7 +167,7 @@ class _StateFile:
         rngs = dist.gather_to_main(_rng_state(self.device))
         if dist.is_main():
             _save_state(self.path, model, optimizer, step, self.total, self.batch_size, losses,
-                        rngs, self.record, scaler)
+                        rngs, self.record, scaler, self.extra)
         self.step = step
 
     def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -186,6 +191,12 @@ class _StateFile:
                 f"{state['batch_size']}, not {self.total} at batch {self.batch_size}; delete it "
                 f"(or turn resuming off) to start afresh")
         model.load_state_dict(state["model"])
+        if self.extra is not None:
+            if not state.get("extra"):
+                raise BadInput(f"{self.path} holds no state of the module trained beside the "
+                               f"model (a teacher); delete it (or turn resuming off) to start "
+                               f"afresh")
+            self.extra.load_state_dict(state["extra"])
         settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         optimizer.load_state_dict(state["optimizer"])
         for group, own in zip(optimizer.param_groups, settings):
@@ -253,13 +264,19 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
           out_path: str | Path, num_workers: int = 0, seed: int = 0, desc: str = "train",
           end_of_epoch: Callable[[torch.nn.Module, int], None] | None = None,
           max_steps: int | None = None, checkpoint_every: int = 0,
-          resume: bool = False, amp: Amp = False, channels_last: bool = False) -> TrainResult:
+          resume: bool = False, amp: Amp = False, channels_last: bool = False,
+          after_step: Callable[[int, int, int], None] | None = None,
+          extra_state: torch.nn.Module | None = None) -> TrainResult:
     """Train for `epochs` over `dataset` (or for `max_steps` updates when given) with global
     batch `batch_size`; save the state_dict to `out_path` on the main rank.
     `make_optimizer(max_step)` builds the optimiser. Raises NonFiniteLoss on every rank when
     the loss (averaged over ranks) or the weights stop being finite. `amp` / `channels_last`:
     the model's forward in mixed precision (True: the device's dtype, or a forced dtype) / that
-    layout (misc/engine/precision.py); `loss_fn` gets float32 outputs either way."""
+    layout (misc/engine/precision.py); `loss_fn` gets float32 outputs either way.
+    `after_step(epoch, k, per_epoch)`: called after every update, k the 0-based index of that
+    update within its epoch of `per_epoch` updates (train_bao's teacher update); `extra_state`:
+    a module updated beside the model (that teacher), saved in and restored from the resumable
+    state with the model."""
     start = time.time()
     prepare_model(model.to(device).train(), channels_last)
     world_size = dist.world()[1]
@@ -274,7 +291,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
     optimizer = make_optimizer(total)
     result = TrainResult()
     states = _StateFile(state_path(out_path), checkpoint_every, total, batch_size, device, desc,
-                        Path(out_path), (read_record(out_path) or {}).get("id"))
+                        Path(out_path), (read_record(out_path) or {}).get("id"), extra=extra_state)
     step = 0
     if resume and states.path.is_file():
         losses = states.load(model, optimizer, scaler)
@@ -294,6 +311,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
             value = _update(loss_fn(forward, _to_device(batch, device)), optimizer, scaler, states,
                             f"iteration {step + 1} of {total} (epoch {epoch + 1})")
             result.losses.append(value)
+            if after_step is not None:
+                after_step(epoch, step - epoch * per_epoch, per_epoch)
             step += 1
             bar.set_postfix(loss=f"{value:.4f}")
             if states.due(step) and step % per_epoch:  # at an epoch's end: after end_of_epoch

@@ -74,6 +74,24 @@ def summary(conf: np.ndarray, class_names: Sequence[str]) -> dict:
             "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(class_names, iou)}}
 
 
+def error_rates(conf: np.ndarray, class_names: Sequence[str]) -> dict:
+    """BAO's FP and FN shares per class (docs/bao.md §4.3): FP_c = (P_c - TP_c) / U_c and
+    FN_c = (T_c - TP_c) / U_c with U_c = T_c + P_c - TP_c the union (T: GT pixels, P: predicted
+    pixels), so IoU_c + FP_c + FN_c = 1. Returns {'fp': {name: float | None}, 'fn': ...,
+    'mean_fp', 'mean_fn'} (None where the class is in neither; means over the others)."""
+    conf = np.asarray(conf, np.float64)
+    tp, gt, pred = np.diag(conf), conf.sum(1), conf.sum(0)
+    union = gt + pred - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fp = np.where(union > 0, (pred - tp) / np.where(union > 0, union, 1), np.nan)
+        fn = np.where(union > 0, (gt - tp) / np.where(union > 0, union, 1), np.nan)
+    if len(class_names) != len(tp):
+        raise ValueError(f"{len(class_names)} class names for a {len(tp)}-class confusion")
+    named = lambda v: {n: (None if np.isnan(x) else float(x)) for n, x in zip(class_names, v)}
+    mean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+    return {"fp": named(fp), "fn": named(fn), "mean_fp": mean(fp), "mean_fn": mean(fn)}
+
+
 class ThresholdSweep:
     """Confusions of `pred = keys_pad[argmax([t; S])]` for many thresholds t in one pass.
 

@@ -33,14 +33,19 @@ def _decode(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return (q / _LEVELS).astype(np.float32)
 
 
-def save_maps(path: str | Path, keys: np.ndarray, cam: np.ndarray, high_res: np.ndarray) -> None:
+def save_maps(path: str | Path, keys: np.ndarray, cam: np.ndarray, high_res: np.ndarray,
+              label: np.ndarray | None = None) -> None:
     """Write a CAM/AMN map file (.npz, compressed 16-bit: see `_encode`).
 
     keys: (K,) int64, present foreground classes, 0-based.
     cam: (K', h4, w4) stride-4 maps; high_res: (K', H, W) full-size maps, both in [0, 1]
-    (K' = K for CAMs, K+1 with the background channel first for AMN maps).
+    (K' = K for CAMs, K+1 with the background channel first for AMN and BAO maps).
+    label: optional (H, W) uint8 hard labels made with the maps before quantisation (make_bao's
+    argmax, docs/bao.md §4.2), stored exactly.
     """
     arrays = {"keys": np.asarray(keys, np.int64)}
+    if label is not None:
+        arrays["label"] = np.asarray(label, np.uint8)
     for name, maps in (("cam", cam), ("high_res", high_res)):
         arrays[f"{name}_lo"], arrays[f"{name}_hi"] = _encode(np.asarray(maps, np.float32))
     with atomic_path(path) as tmp:
@@ -49,16 +54,19 @@ def save_maps(path: str | Path, keys: np.ndarray, cam: np.ndarray, high_res: np.
 
 
 def load_maps(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a map file written by `save_maps`: {"keys", "cam", "high_res"} (float32); a clear
-    error if it is missing or corrupt."""
+    """Read a map file written by `save_maps`: {"keys", "cam", "high_res"} (float32), and
+    "label" when it was saved with one; a clear error if it is missing or corrupt."""
     path = Path(path)
     if not path.is_file():
         raise MissingInput(f"map file {path} not found: run the step that makes it first "
                                 f"(make_cam for result/cam, make_amn_cam for result/amn_cam)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {"keys": data["keys"], "cam": _decode(data["cam_lo"], data["cam_hi"]),
+            maps = {"keys": data["keys"], "cam": _decode(data["cam_lo"], data["cam_hi"]),
                     "high_res": _decode(data["high_res_lo"], data["high_res_hi"])}
+            if "label" in data.files:
+                maps["label"] = data["label"]
+            return maps
     except Exception as err:
         raise BadInput(f"corrupt map file {path} ({err}); delete it and rerun the step "
                          f"that makes it") from err

@@ -266,6 +266,10 @@ RESULTS = {
     "eval_seg_gt": lambda r: _deeplab("DeepLab on the ground truth (upper bound)", r),
     "train_transcam": lambda r: f"TransCAM val mAP {r['mAP']:.1f}" if "mAP" in r else _loss(r),
     "eval_transcam": lambda r: _seed("TransCAM", r),
+    "train_bao": _loss,
+    "eval_bao": lambda r: (f"BAO threshold-free mIoU {100 * r['miou']:.1f} (FP {100 * r['mean_fp']:.1f}, "
+                           f"FN {100 * r['mean_fn']:.1f}; {100 * r['no_crf']['miou']:.1f} before "
+                           f"the CRF); " + _seed("BAO maps", r["maps"])),
 }
 
 

@@ -32,6 +32,24 @@ def _make_one(job: Job) -> str:
 MIN_JOBS_FOR_POOL = 32
 
 
+def write_label_pngs(fn: Callable[[tuple], str], ids: Sequence[str], out_dir: str | Path,
+                     job_of: Callable[[str, Path], tuple], num_workers: int = 1,
+                     overwrite: bool = False, desc: str = "labels") -> dict:
+    """Run `fn(job_of(id, out_dir/<id>.png))` for every id whose PNG is not done (all with
+    `overwrite`), in this process or over the CPU pool (`map_jobs`); `fn` is a module-level
+    function writing that PNG. The runner of the IR labels and of make_bao's CRF labels.
+    Returns {'written': int, 'skipped': int, 'seconds': float}."""
+    start = time.perf_counter()
+    ids, out_dir = list(ids), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [job_of(i, out_dir / f"{i}.png") for i in ids
+            if overwrite or not is_done(out_dir / f"{i}.png")]
+    for _ in map_jobs(fn, jobs, num_workers, f"{desc} -> {out_dir.name}", MIN_JOBS_FOR_POOL):
+        pass
+    return {"written": len(jobs), "skipped": len(ids) - len(jobs),
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
 def make_ir_labels(ids: Sequence[str], map_dir: str | Path,
                    image_path: Callable[[str], Path], out_dir: str | Path, fg_thres: float, bg_thres: float,
                    drop_background_channel: bool, num_workers: int = 1,
@@ -44,19 +62,7 @@ def make_ir_labels(ids: Sequence[str], map_dir: str | Path,
     otherwise a spawn-context Pool.
     Returns {'written': int, 'skipped': int, 'seconds': float}.
     """
-    start = time.perf_counter()
-    ids = list(ids)
-    map_dir, out_dir = Path(map_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs: list[Job] = []
-    for i in ids:
-        out = out_dir / f"{i}.png"
-        if overwrite or not is_done(out):
-            jobs.append((str(map_dir / f"{i}.npz"), str(image_path(i)), str(out),
-                         float(fg_thres), float(bg_thres), bool(drop_background_channel)))
-    skipped = len(ids) - len(jobs)
-    for _ in map_jobs(_make_one, jobs, num_workers, f"ir labels -> {out_dir.name}",
-                      MIN_JOBS_FOR_POOL):
-        pass
-    return {"written": len(jobs), "skipped": skipped,
-            "seconds": round(time.perf_counter() - start, 3)}
+    def job_of(i: str, out: Path) -> Job:
+        return (str(Path(map_dir) / f"{i}.npz"), str(image_path(i)), str(out), float(fg_thres),
+                float(bg_thres), bool(drop_background_channel))
+    return write_label_pngs(_make_one, ids, out_dir, job_of, num_workers, overwrite, "ir labels")

@@ -25,12 +25,13 @@ from misc.imutils import pil_resize
 from misc.io.maps import save_maps
 from misc.io.png import load_png
 from misc.io.records import is_done
+from misc.seeds.bao import reference_min_max
 from misc.seeds.padded_batch import crop_outputs, pad_to_canvas, valid_region_masks
 
 # forward(x (2B,3,h,w) normalised, labels (2B,C)) -> (2B, C', h', w') scores or logits
 ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # merge(per-scale flip-merged outputs [(C', h_s', w_s')], label (C,), (H, W), image id)
-#   -> (keys, cam, high_res)
+#   -> (keys, cam, high_res) or (keys, cam, high_res, hard label (H, W)): save_maps' arrays
 MergeFn = Callable[[list, torch.Tensor, tuple, str], tuple]
 
 
@@ -145,9 +146,8 @@ def run_multiscale_inference(dataset: MultiScaleDataset, forward: ForwardFn, mer
             for b, name in enumerate(batch["name"]):
                 if name not in todo:
                     continue
-                keys, cam, high_res = merge([o[b] for o in outs], labels[b], batch["size"][b], name)
-                save_maps(out_dir / f"{name}.npz", keys.cpu().numpy(), cam.cpu().numpy(),
-                          high_res.cpu().numpy())
+                merged = merge([o[b] for o in outs], labels[b], batch["size"][b], name)
+                save_maps(out_dir / f"{name}.npz", *(t.cpu().numpy() for t in merged))
     return {"written": len(todo), "skipped": len(mine) - len(todo),
             "seconds": time.time() - start}
 
@@ -194,6 +194,27 @@ def transcam_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[in
     maps = [min_max(F.relu(resize_sum(outs, out_size)[keys]))
             for out_size in (strided_size(size, 4), tuple(size))]
     return keys, maps[0], maps[1]
+
+
+def bao_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
+              _name=None):
+    """make_bao's merge (docs/bao.md §4.2): the views' flip-summed [AM_0, M*_1..C] resized
+    bilinearly to the image (and to stride 4) and summed, multiplied by [1, y], ReLU, each
+    channel normalised as infer_bao (`reference_min_max`, absent classes -1), argmax.
+
+    outs: [(C+1, h_s, w_s)] real-valued; returns keys (K,) 0-based, cam (K+1, h4, w4) and
+    high_res (K+1, H, W) [background, present classes] clipped to [0, 1] for storage, and the
+    argmax label (H, W) uint8 in 0..C taken before the clip (the clip would send pixels where
+    every channel sits at its minimum to background)."""
+    keys = present_keys(label)
+    keep = torch.cat([keys.new_zeros(1), keys + 1])
+    gate = torch.cat([label.new_ones(1), label])[:, None, None]
+    maps, hard = [], None
+    for out_size in (strided_size(size, 4), tuple(size)):
+        norm = reference_min_max(F.relu(resize_sum(outs, out_size) * gate))
+        maps.append(norm[keep].clamp(0, 1))
+        hard = norm.argmax(dim=0).to(torch.uint8)
+    return keys, maps[0], maps[1], hard
 
 
 def amn_merge(ir_label_dir: str | Path) -> MergeFn:

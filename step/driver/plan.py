@@ -40,19 +40,25 @@ from step.driver.provenance import Pipeline, list_of, path_of
 # The PNGs compress: VOC-size labels take less per pixel.
 BYTES_PER_PIXEL = {"cam_out_dir": 0.65, "amn_cam_out_dir": 0.95,    # per channel
                    "transcam_out_dir": 0.65,                         # as CAMs: same format
+                   # as AMN maps, plus the argmax label plane (estimated, not measured)
+                   "bao_cam_out_dir": 1.0, "bao_out_dir": 0.05,
                    "ir_label_out_dir": 0.06, "amn_ir_label_out_dir": 0.05,
                    "sem_seg_out_dir": 0.04, "ins_seg_out_dir": 0.07,
                    "seg_pred_out_dir": 0.09, "seg_test_out_dir": 0.09,
                    "seg_gt_pred_out_dir": 0.09}
 # map channels beyond the classes
-EXTRA_CHANNELS = {"cam_out_dir": 0, "amn_cam_out_dir": 1, "transcam_out_dir": 0}
+EXTRA_CHANNELS = {"cam_out_dir": 0, "amn_cam_out_dir": 1, "transcam_out_dir": 0,
+                  "bao_cam_out_dir": 1}
 # Checkpoint bytes (torch.save of the state_dict at 20 and 80 classes, fitted linearly):
 # (bytes, bytes per foreground class). Training also keeps the resumable state (weights and
 # optimiser buffers) beside it: counted as TRAINING_COPIES checkpoints.
 CHECKPOINT_BYTES = {"cam": (94.39e6, 8.2e3), "amn": (94.73e6, 303e3), "irn": (100.02e6, 0),
                     "deeplab_resnet101": (170.93e6, 295e3), "deeplab_resnet50": (94.65e6, 295e3),
                     # Conformer-S: 36.47 M float32 values at 20 classes, 9,602 a class (heads)
-                    "transcam": (145.1e6, 38.4e3)}
+                    "transcam": (145.1e6, 38.4e3),
+                    # BAO: TransCAM + label_enc (1024 a class) and classifier_x (9 x 1024 a
+                    # class), float32; estimated from the shapes, not measured
+                    "bao": (145.14e6, 79.4e3)}
 TRAINING_COPIES = 3
 MEAN_CLASSES = 1.5  # classes per image when a list has no image-level labels (VOC: 1.56)
 SIZE_SAMPLE = 20    # images whose header gives a list's mean size
@@ -508,6 +514,8 @@ def _network(args: argparse.Namespace, n_classes: int, flag: str) -> torch.nn.Mo
     """The network a checkpoint flag's file loads into, built as the step that reads it does."""
     if flag == "transcam_weights_name":
         return conformer.Net(n_classes, depth=args.transcam_depth)
+    if flag == "bao_weights_name":
+        return conformer.Net(n_classes, with_bao_layers=True, depth=args.transcam_depth)
     if flag == "cam_weights_name":
         return context.network(args.cam_network, "--cam_network")(n_classes)
     if flag == "amn_weights_name":
