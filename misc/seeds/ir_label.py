@@ -1,5 +1,7 @@
 """Score maps -> confident IR label PNGs over a CPU process pool (cam_to_ir_label and
-amn_cam_to_ir_label both configure `make_ir_labels`)."""
+amn_cam_to_ir_label both configure `make_ir_labels`). The two confident label maps come from
+constant background scores (the reference, docs/pipeline.md §2.5) or from PMM's PPMG at two
+α's (docs/pmm.md §7); `compose_ir_label` joins them either way."""
 from __future__ import annotations
 
 import time
@@ -11,19 +13,35 @@ from misc.imutils import read_image
 from misc.io.maps import load_maps
 from misc.io.png import save_png
 from misc.io.records import is_done
-from misc.seeds.crf import ir_label_from_scores
+import numpy as np
 
-# (map path, image path, output path, fg_thres, bg_thres, drop_background_channel)
-Job = tuple[str, str, str, float, float, bool]
+from misc.seeds.crf import ir_label_from_scores
+from misc.seeds.ppmg import ppmg_ir_label
+
+# (map path, image path, output path, fg level, bg level, drop_background_channel,
+#  PPMG's cv_scale or None)
+Job = tuple[str, str, str, float, float, bool, "float | None"]
+
+
+def confident_ir_label(img: np.ndarray, scores: np.ndarray, keys: np.ndarray, fg: float,
+                       bg: float, ppmg_cv_scale: float | None = None) -> np.ndarray:
+    """One IR label, uint8 (H, W) in {0, c+1, 255}; scores (K, H, W) in [0, 1], keys (K,).
+
+    `ppmg_cv_scale` None: `fg` / `bg` are the constant background scores of the reference's two
+    CRF passes (`ir_label_from_scores`); a number: they are PPMG's α's (a low α for confident
+    foreground, a high one for confident background) and this is CVS's s (`ppmg_ir_label`)."""
+    if ppmg_cv_scale is None:
+        return ir_label_from_scores(img, scores, keys, fg, bg)
+    return ppmg_ir_label(img, scores, keys, fg, bg, ppmg_cv_scale)
 
 
 def _make_one(job: Job) -> str:
     """Compute and atomically write one IR label; returns the output path."""
-    map_path, image_path, out_path, fg_thres, bg_thres, drop_bg = job
+    map_path, image_path, out_path, fg, bg, drop_bg, cv_scale = job
     maps = load_maps(map_path)
     scores = maps["high_res"][1:] if drop_bg else maps["high_res"]
-    ir = ir_label_from_scores(read_image(image_path), scores, maps["keys"], fg_thres, bg_thres)
-    save_png(out_path, ir)
+    save_png(out_path, confident_ir_label(read_image(image_path), scores, maps["keys"], fg, bg,
+                                          cv_scale))
     return out_path
 
 
@@ -53,16 +71,18 @@ def write_label_pngs(fn: Callable[[tuple], str], ids: Sequence[str], out_dir: st
 def make_ir_labels(ids: Sequence[str], map_dir: str | Path,
                    image_path: Callable[[str], Path], out_dir: str | Path, fg_thres: float, bg_thres: float,
                    drop_background_channel: bool, num_workers: int = 1,
-                   overwrite: bool = False) -> dict:
+                   overwrite: bool = False, ppmg_cv_scale: float | None = None) -> dict:
     """Write `out_dir/<id>.png` (uint8, 0 bg, c+1 class c, 255 unsure) for every id.
 
     Reads `map_dir/<id>.npz` (high_res; channel 0 dropped for AMN maps when
-    `drop_background_channel`) and the image `image_path(id)`. Existing outputs are skipped unless
+    `drop_background_channel`) and the image `image_path(id)`. With `ppmg_cv_scale` given,
+    `fg_thres` / `bg_thres` are PPMG's two α's (`confident_ir_label`). Existing outputs are skipped unless
     `overwrite`. num_workers <= 1 (or fewer than MIN_JOBS_FOR_POOL images) runs in this process,
     otherwise a spawn-context Pool.
     Returns {'written': int, 'skipped': int, 'seconds': float}.
     """
     def job_of(i: str, out: Path) -> Job:
         return (str(Path(map_dir) / f"{i}.npz"), str(image_path(i)), str(out), float(fg_thres),
-                float(bg_thres), bool(drop_background_channel))
+                float(bg_thres), bool(drop_background_channel),
+                None if ppmg_cv_scale is None else float(ppmg_cv_scale))
     return write_label_pngs(_make_one, ids, out_dir, job_of, num_workers, overwrite, "ir labels")

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from misc.seeds.crf import PairwiseCRF
+from misc.seeds.crf import PairwiseCRF, compose_ir_label
 
 CV_SCALE = 0.3     # s of CVS; 0 switches CVS off
 CAM_THRESH = 0.05  # t of CVS
@@ -147,3 +147,18 @@ def ppmg(img: np.ndarray, maps: np.ndarray, keys: np.ndarray, alpha: float = ALP
          bgr: bool = True) -> np.ndarray:
     """PMM's pseudo-mask of one image (see `ppmg_many`): (H, W) uint8, 0 bg, c + 1 class c."""
     return ppmg_many(img, maps, keys, [(alpha, cv_scale)], cam_thresh, bgr)[0]
+
+
+def ppmg_ir_label(img: np.ndarray, maps: np.ndarray, keys: np.ndarray, fg_alpha: float,
+                  bg_alpha: float, cv_scale: float = CV_SCALE,
+                  cam_thresh: float = CAM_THRESH) -> np.ndarray:
+    """PMM's plug point (ii), docs/pmm.md §7: a confident IR label from PPMG at two α's.
+
+    A low `fg_alpha` gives little foreground (the confident one), a high `bg_alpha` much (what
+    it leaves is confident background); as the reference's two thresholds, `compose_ir_label`
+    keeps the low-α class where it is foreground, 0 where both say background, 255 where they
+    disagree. img uint8 (H, W, 3) RGB, maps (K, H, W) in [0, 1], keys (K,); returns uint8
+    (H, W) in {0, c+1, 255}. One CRF lattice serves both α's."""
+    fg_conf, bg_conf = ppmg_many(img, maps, keys, [(fg_alpha, cv_scale), (bg_alpha, cv_scale)],
+                                 cam_thresh)
+    return compose_ir_label(fg_conf, bg_conf)

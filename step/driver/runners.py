@@ -7,6 +7,7 @@ from pathlib import Path
 
 from misc.engine import dist
 from misc.engine.log import log
+from misc.errors import BadInput
 from misc.eval.metrics import evaluate_label_pngs, summary
 from misc.eval.seed_eval import evaluate_ppmg, evaluate_seeds, setting_name
 from misc.io.metrics_file import append_metrics
@@ -45,17 +46,35 @@ def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background
     return record
 
 
+def ir_label_levels(args: argparse.Namespace, prefix: str, fg_thres: float, bg_thres: float
+                    ) -> tuple[float, float, float | None]:
+    """(fg, bg, cv_scale) of an IR-label step from its flags `--<prefix>_ir_ppmg*`: the
+    thresholds given and None by default (the reference), PPMG's two α's and CVS's s with
+    `--<prefix>_ir_ppmg True` (docs/pmm.md §7)."""
+    if not getattr(args, f"{prefix}_ir_ppmg"):
+        return fg_thres, bg_thres, None
+    fg_alpha, bg_alpha = getattr(args, f"{prefix}_ir_ppmg_alphas")
+    if fg_alpha >= bg_alpha:
+        raise BadInput(f"--{prefix}_ir_ppmg_alphas {fg_alpha:g} {bg_alpha:g}: the first (confident "
+                       f"foreground) must be below the second (confident background), a lower "
+                       f"alpha giving less foreground; e.g. 1.34 11.67")
+    return fg_alpha, bg_alpha, getattr(args, f"{prefix}_ir_ppmg_cv_scale")
+
+
 def run_ir_label_step(args: argparse.Namespace, map_dir: str | Path, out_dir: str | Path,
-                      fg_thres: float, bg_thres: float, drop_background_channel: bool,
+                      levels: tuple[float, float, float | None], drop_background_channel: bool,
                       step: str) -> dict:
-    """cam_to_ir_label / amn_cam_to_ir_label: this rank's share of --train_list, then the
-    labels' score on the evaluation split."""
+    """cam_to_ir_label / amn_cam_to_ir_label: this rank's share of --train_list at `levels`
+    (`ir_label_levels`), then the labels' score on the evaluation split."""
+    fg, bg, cv_scale = levels
     ids = dist.shard(id_list(args.train_list))
-    stats = make_ir_labels(ids, map_dir, dataset(args).image_path, out_dir, fg_thres, bg_thres,
+    stats = make_ir_labels(ids, map_dir, dataset(args).image_path, out_dir, fg, bg,
                            drop_background_channel, num_workers=cpu_workers(args),
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, ppmg_cv_scale=cv_scale)
+    how = f"fg {fg}, bg {bg}" if cv_scale is None else \
+        f"PPMG alphas fg {fg}, bg {bg}, cv_scale {cv_scale}"
     log(f"{step}: {stats['written']} labels written, {stats['skipped']} already done, "
-        f"{stats['seconds']:.0f} s (fg {fg_thres}, bg {bg_thres}) -> {out_dir}")
+        f"{stats['seconds']:.0f} s ({how}) -> {out_dir}")
     dist.barrier()
     if dist.is_main():
         stats.update(score_ir_labels(args, out_dir, step))
