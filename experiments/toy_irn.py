@@ -13,8 +13,9 @@ With the run's flags (the same --irn_weights_name, --infer_list, ... as the run)
   make_ins_seg_labels' clustering finds against the ground truth's;
 - vertical offset: for every PNG label folder in --masks (0 background, c + 1 class c) and every
   map folder in --maps (its channels against their own classes), the mean signed offset
-  (prediction centroid - ground-truth centroid, (dy, dx) pixels, + = lower / further right) per (image, class), and for the
-  label folders the mIoU when every mask is moved by dy in [-10, 10].
+  (prediction centroid - ground-truth centroid, (dy, dx) pixels, + = lower / further right)
+  per (image, class), and for the label folders the mIoU when every mask is moved by dy in
+  [-10, 10].
 
 Prints one JSON object and writes it to --diagnosis_out when given.
 """
@@ -30,8 +31,8 @@ import torch.nn.functional as F
 
 import run_sample
 from misc.io.maps import load_maps
-from misc.irn.ins_seg import edge_and_displacement, instance_map
 from misc.io.png import load_png as read_png
+from misc.irn.ins_seg import edge_and_displacement, instance_map
 from step.driver import context
 
 SHIFTS = range(-10, 11)

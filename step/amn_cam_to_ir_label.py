@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from step.driver.interface import NON_NEGATIVE, UNIT, Domain, Files, Flag, Step, str2bool
-from step.driver.runners import ir_label_levels, run_ir_label_step
+from step.driver.interface import UNIT, Files, Flag, Step
+from step.driver.runners import ir_label_levels, ir_ppmg_flags, run_ir_label_step
 
 STEP = Step(
     "amn_cam_to_ir_label", "confident IR labels from the AMN maps, for IRN (docs/pipeline.md "
@@ -12,15 +12,7 @@ STEP = Step(
     flags=(
         Flag("amn_conf_fg_thres", float, 0.45, domain=UNIT),
         Flag("amn_conf_bg_thres", float, 0.15, domain=UNIT),
-        Flag("amn_ir_ppmg", str2bool, False,
-             help="PMM's plug point (ii), docs/pmm.md §7: confident fg / bg from PPMG at the two "
-                  "--amn_ir_ppmg_alphas instead of the thresholds"),
-        Flag("amn_ir_ppmg_alphas", float, (1.34, 11.67), nargs=2, metavar=("FG", "BG"),
-             help="PPMG's alpha for confident foreground (low) and background (high); default: "
-                  "the alphas whose crossing is at the default thresholds",
-             domain=Domain(0, low_open=True, ordered=True)),
-        Flag("amn_ir_ppmg_cv_scale", float, 0.3, help="CVS's s for these PPMG masks (0: off)",
-             domain=NON_NEGATIVE),
+        *ir_ppmg_flags("amn", (1.34, 11.67)),
         Flag("amn_ir_label_out_dir", default="result/amn_ir_label", shapes=False)),
     reads=(Files("amn_cam_out_dir", "train_list"),),
     writes=(Files("amn_ir_label_out_dir", "train_list", ".png", "AMN IR label"),), images=("train_list",))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from step.driver.interface import NON_NEGATIVE, UNIT, Domain, Files, Flag, Step, str2bool
-from step.driver.runners import ir_label_levels, run_ir_label_step
+from step.driver.interface import UNIT, Files, Flag, Step
+from step.driver.runners import ir_label_levels, ir_ppmg_flags, run_ir_label_step
 
 STEP = Step(
     "cam_to_ir_label", "confident IR labels from the CAMs, dense CRF (docs/pipeline.md §3.4)",
@@ -15,15 +15,7 @@ STEP = Step(
         Flag("conf_bg_thres", float, shapes=False, help="likewise for the bg threshold", domain=UNIT),
         Flag("cam_conf_fg_thres", float, 0.30, help="the script's 0.30", domain=UNIT),
         Flag("cam_conf_bg_thres", float, 0.05, help="the script's 0.05", domain=UNIT),
-        Flag("cam_ir_ppmg", str2bool, False,
-             help="PMM's plug point (ii), docs/pmm.md §7: confident fg / bg from PPMG at the two "
-                  "--cam_ir_ppmg_alphas instead of the thresholds"),
-        Flag("cam_ir_ppmg_alphas", float, (3.38, 58.4), nargs=2, metavar=("FG", "BG"),
-             help="PPMG's alpha for confident foreground (low) and background (high); default: "
-                  "the alphas whose crossing is at the default thresholds",
-             domain=Domain(0, low_open=True, ordered=True)),
-        Flag("cam_ir_ppmg_cv_scale", float, 0.3, help="CVS's s for these PPMG masks (0: off)",
-             domain=NON_NEGATIVE),
+        *ir_ppmg_flags("cam", (3.38, 58.4)),
         Flag("ir_label_out_dir", default="result/ir_label", shapes=False)),
     reads=(Files("cam_out_dir", "train_list"),),
     writes=(Files("ir_label_out_dir", "train_list", ".png", "IR label"),), images=("train_list",))

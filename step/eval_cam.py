@@ -14,9 +14,9 @@ STEP = Step(
         Flag("sweep_thres", float, tuple(round(0.05 * i, 2) for i in range(1, 20)), nargs="+",
              help="thresholds evaluated in the same pass as --cam_eval_thres", domain=UNIT),
         Flag("ppmg_eval", str2bool, False,
-             help="eval_cam, eval_amn_cam, eval_transcam: also score PMM's CVS + PPMG pseudo-masks (per-class "
-                  "dense CRFs on the CPU pool, docs/pmm.md) for every --ppmg_alphas x "
-                  "--ppmg_cv_scales"),
+             help="eval_cam, eval_amn_cam, eval_transcam: also score PMM's CVS + PPMG "
+                  "pseudo-masks (per-class dense CRFs on the CPU pool, docs/pmm.md) for every "
+                  "--ppmg_alphas x --ppmg_cv_scales"),
         Flag("ppmg_alphas", float, (4.8, 8.0, 11.0, 16.0, 24.0), nargs="+",
              help="exponents of PPMG's background (1 - v)^alpha (11: PMM's; 4.8 crosses at the "
                   "0.25 threshold)", domain=POSITIVE),

@@ -16,7 +16,6 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from misc.data.samples import ClassificationDataset
 from misc.engine import dist
 from misc.engine.ema import copy_into, cosine_momentum, ema_update
 from misc.engine.log import log
@@ -39,7 +38,7 @@ from step.driver.interface import (
     Step,
     str2bool,
 )
-from step.train_transcam import check_patch_multiple, transcam_logits
+from step.train_transcam import check_patch_multiple, jittered_train_set, transcam_logits
 
 STEP = Step(
     "train_bao", "BAO: self-training of the TransCAM network with a learned background "
@@ -124,10 +123,7 @@ def run(args: argparse.Namespace) -> dict:
     check_patch_multiple("bao_crop_size", [args.bao_crop_size])
     data = context.dataset(args)
     device = context.device(args)
-    train_set = ClassificationDataset(
-        context.id_list(args.train_list), data, args.train_list, args.bao_crop_size,
-        resize_long=tuple(args.bao_resize_long), seed=args.seed,
-        color_jitter=tuple(args.transcam_color_jitter))
+    train_set = jittered_train_set(args, data, args.bao_crop_size, args.bao_resize_long)
     torch.manual_seed(args.seed)
     student = build_student(args, data.n_classes)
     teacher = copy.deepcopy(student).to(device)

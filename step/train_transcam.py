@@ -84,14 +84,21 @@ def transcam_loss(forward, batch: dict) -> torch.Tensor:
     return F.multilabel_soft_margin_loss(transcam_logits(forward(batch["img"])), batch["label"])
 
 
+def jittered_train_set(args: argparse.Namespace, data, crop_size: int,
+                       resize_long: tuple[int, int]) -> ClassificationDataset:
+    """--train_list as the Conformer passes train on it: random resize-long, flip, crop,
+    --transcam_color_jitter (train_transcam and train_bao)."""
+    return ClassificationDataset(
+        context.id_list(args.train_list), data, args.train_list, crop_size,
+        resize_long=tuple(resize_long), seed=args.seed,
+        color_jitter=tuple(args.transcam_color_jitter))
+
+
 def run(args: argparse.Namespace) -> dict:
     check_patch_multiple("transcam_crop_size", [args.transcam_crop_size])
     data = context.dataset(args)
     device = context.device(args)
-    train_set = ClassificationDataset(
-        context.id_list(args.train_list), data, args.train_list, args.transcam_crop_size,
-        resize_long=tuple(args.transcam_resize_long), seed=args.seed,
-        color_jitter=tuple(args.transcam_color_jitter))
+    train_set = jittered_train_set(args, data, args.transcam_crop_size, args.transcam_resize_long)
     val_set = ClassificationDataset(
         context.id_list(args.val_list), data, args.val_list, args.transcam_crop_size,
         resize_long=None, hor_flip=False, crop_method="top_left")

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from misc.engine.workers import map_jobs
 from misc.imutils import read_image
 from misc.io.maps import load_maps
 from misc.io.png import save_png
 from misc.io.records import is_done
-import numpy as np
-
 from misc.seeds.crf import ir_label_from_scores
 from misc.seeds.ppmg import ppmg_ir_label
 

@@ -13,6 +13,7 @@ from misc.eval.seed_eval import evaluate_ppmg, evaluate_seeds, setting_name
 from misc.io.metrics_file import append_metrics
 from misc.seeds.ir_label import make_ir_labels
 from step.driver.context import cpu_workers, dataset, eval_ids, id_list
+from step.driver.interface import NON_NEGATIVE, Domain, Flag, str2bool
 
 
 def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background_channel: bool,
@@ -44,6 +45,21 @@ def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background
         log(f"  PPMG ({record['ppmg_seconds']:.1f} s): {rows}; best {100 * best['miou']:.2f} "
             f"at {setting_name(best['alpha'], best['cv_scale'])}")
     return record
+
+
+def ir_ppmg_flags(prefix: str, alphas: tuple[float, float]) -> tuple[Flag, ...]:
+    """--<prefix>_ir_ppmg, --<prefix>_ir_ppmg_alphas (default `alphas`, FG < BG) and
+    --<prefix>_ir_ppmg_cv_scale of an IR-label step (PMM's plug point (ii), docs/pmm.md §7)."""
+    return (
+        Flag(f"{prefix}_ir_ppmg", str2bool, False,
+             help=f"PMM's plug point (ii), docs/pmm.md §7: confident fg / bg from PPMG at the two "
+                  f"--{prefix}_ir_ppmg_alphas instead of the thresholds"),
+        Flag(f"{prefix}_ir_ppmg_alphas", float, alphas, nargs=2, metavar=("FG", "BG"),
+             help="PPMG's alpha for confident foreground (low) and background (high); default: "
+                  "the alphas whose crossing is at the default thresholds",
+             domain=Domain(0, low_open=True, ordered=True)),
+        Flag(f"{prefix}_ir_ppmg_cv_scale", float, 0.3, help="CVS's s for these PPMG masks (0: off)",
+             domain=NON_NEGATIVE))
 
 
 def ir_label_levels(args: argparse.Namespace, prefix: str, fg_thres: float, bg_thres: float
