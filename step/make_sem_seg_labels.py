@@ -29,7 +29,7 @@ STEP = Step(
         Flag("sem_seg_power", float, 1.3, help="power on the AMN seeds before the walk", domain=POSITIVE),
         Flag("sem_seg_bg_thres", float, PROFILE, domain=UNIT),
         Flag("sem_seg_out_dir", default="result/sem_seg", shapes=False)),
-    uses=("irn_network", "irn_crop_size", "beta", "exp_times", "amp", "channels_last"),
+    uses=("irn_network", "irn_crop_size", "beta", "exp_times", "walk_radius", "amp", "channels_last"),
     reads=(Files("irn_weights_name"), Files("amn_cam_out_dir", "infer_list")),
     writes=(Files("sem_seg_out_dir", "infer_list", ".png", "pseudo-mask"),), images=("infer_list",))
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> dict:
             boundary = boundary_map(model, sample["imgs"][0].to(device), args.irn_crop_size)
             mask = pseudo_mask(maps, boundary, sample["size"], power=args.sem_seg_power,
                                beta=args.beta, exp_times=args.exp_times,
-                               bg_thres=args.sem_seg_bg_thres)
+                               bg_thres=args.sem_seg_bg_thres, radius=args.walk_radius)
             save_png(out_dir / f"{ids[k]}.png", mask.numpy())
     stats = {"written": len(ids), "seconds": round(time.time() - start, 1)}
     log(f"make_sem_seg_labels: {stats['written']} masks in {stats['seconds']} s -> {out_dir}")

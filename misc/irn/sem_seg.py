@@ -8,10 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from misc.irn.random_walk import random_walk
+from misc.irn.random_walk import INFER_RADIUS, random_walk
 from misc.seeds.multiscale import strided_size
-
-INFER_RADIUS = 5
 
 
 def boundary_map(model: torch.nn.Module, img: torch.Tensor, pad_to: int) -> torch.Tensor:
@@ -31,20 +29,21 @@ def boundary_map(model: torch.nn.Module, img: torch.Tensor, pad_to: int) -> torc
 
 
 def pseudo_mask(maps: Mapping[str, np.ndarray], boundary: torch.Tensor, size: tuple[int, int],
-                power: float, beta: float, exp_times: int, bg_thres: float) -> torch.Tensor:
+                power: float, beta: float, exp_times: int, bg_thres: float,
+                radius: int = INFER_RADIUS) -> torch.Tensor:
     """Random walk of the AMN seeds over the boundary map -> (H, W) uint8 labels, 0 background,
     c + 1 for class c.
 
     maps: an AMN map file (keys (K,) 0-based classes, cam (K+1, h4, w4) in [0, 1], background
     first); boundary (h4, w4) in [0, 1]. The foreground channels ^ `power` are walked for
-    2^exp_times steps (transition weights (1 - boundary)^beta), upsampled x4 (bilinear) and
+    2^exp_times steps (transition weights (1 - boundary)^beta, within `radius`), upsampled x4 (bilinear) and
     cropped to `size`, divided by their global max, and compared with a constant background
     score `bg_thres`."""
     keys = torch.as_tensor(maps["keys"], device=boundary.device)
     if len(keys) == 0:
         return torch.zeros(size, dtype=torch.uint8)
     seeds = torch.as_tensor(maps["cam"], device=boundary.device).pow(power)[1:]
-    rw = random_walk(seeds, boundary, beta, exp_times, INFER_RADIUS)
+    rw = random_walk(seeds, boundary, beta, exp_times, radius)
     up = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0]
     up = up[:, :size[0], :size[1]]
     up = up / up.max()
