@@ -40,9 +40,13 @@ STEP = Step(
         Flag("irn_num_epoches", int, PROFILE, domain=COUNT),
         Flag("irn_learning_rate", float, PROFILE, domain=POSITIVE),
         Flag("irn_weight_decay", float, 1e-4, domain=NON_NEGATIVE),
-        Flag("irn_weights_name", default="sess/res50_irn.pth", shapes=False)),
+        Flag("irn_weights_name", default="sess/res50_irn.pth", shapes=False),
+        Flag("irn_label_dir", shapes=False,
+             help="IR labels IRN trains on (PNG 0..C, 255 unknown); default "
+                  "--amn_ir_label_out_dir; e.g. result/bao_amn_label for BAO's threshold-free "
+                  "labels (docs/bao.md §5.3)")),
     uses=("poly_momentum", "seed", "amp", "channels_last"),
-    reads=(Files("amn_ir_label_out_dir", "train_list"), Files("backbone_weights")),
+    reads=(Files("irn_label_dir", "train_list", noun="IR label"), Files("backbone_weights")),
     writes=(Files("irn_weights_name"),), batch="irn_batch_size",
     trains_on=("train_list", "infer_list"),
     images=("train_list", "infer_list"))
@@ -98,7 +102,8 @@ def run(args: argparse.Namespace) -> dict:
     data = context.dataset(args)
     device = context.device(args)
     dataset = SegmentationDataset(context.id_list(args.train_list), data, args.train_list,
-                                  args.amn_ir_label_out_dir, args.irn_crop_size,
+                                  args.irn_label_dir or args.amn_ir_label_out_dir,
+                                  args.irn_crop_size,
                                   rescale=(0.5, 1.5), seed=args.seed)
     torch.manual_seed(args.seed)
     model = context.network(args.irn_network, "--irn_network")(args.backbone_weights)

@@ -161,7 +161,7 @@ def test_make_amn_cam_composite_rule(tmp_path):
     logits[1, :2, 2:] = 3.0
     logits[3, 3, :2] = 2.0
     label = torch.tensor([1., 0, 1])  # classes 0 and 2 present -> keep channels 0, 1, 3
-    keys, cam, high = amn_merge(tmp_path)([logits], label, (h, w), "img")
+    keys, cam, high, _ = amn_merge(tmp_path)([logits], label, (h, w), "img")
     assert keys.tolist() == [0, 2]
     prob = torch.softmax(logits, 0)[[0, 1, 3]]
     lo, hi = prob.amin((1, 2), keepdim=True), prob.amax((1, 2), keepdim=True)

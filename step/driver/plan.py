@@ -64,8 +64,9 @@ MEAN_CLASSES = 1.5  # classes per image when a list has no image-level labels (V
 SIZE_SAMPLE = 20    # images whose header gives a list's mean size
 
 # read flags whose files a pass makes under another flag: train_seg's labels are make_sem_seg's
-# pseudo-masks, also when --seg_label_dir names a folder of its own
-MADE_AS = {"seg_label_dir": "sem_seg_out_dir"}
+# pseudo-masks, also when --seg_label_dir names a folder of its own; train_irn's the AMN IR
+# labels (or any pass's labels: --irn_label_dir)
+MADE_AS = {"seg_label_dir": "sem_seg_out_dir", "irn_label_dir": "amn_ir_label_out_dir"}
 
 class PlanError(UserError, FileNotFoundError, ValueError):
     """This call's passes cannot all run: one message lists every problem. Both a
