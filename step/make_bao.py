@@ -13,20 +13,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from misc.data.samples import SquareViewsDataset
 from misc.engine import dist
 from misc.engine.log import log
 from misc.errors import BadInput
-from misc.io.checkpoints import load_checkpoint
+from misc.io.checkpoints import load_bao_checkpoint
 from misc.seeds.bao import crf_label_one
 from misc.seeds.ir_label import write_label_pngs
 from misc.seeds.multiscale import bao_merge, run_multiscale_inference
 from net import conformer
 from step.driver import context
 from step.driver.interface import COUNT, FRACTION, Files, Flag, Step
-from step.train_bao import TEACHER_PREFIX
 from step.train_transcam import check_patch_multiple
 
 INFER_MODELS = ("student", "teacher")
@@ -63,17 +60,6 @@ def check_n_labels(n_labels: int, n_classes: int) -> None:
         raise BadInput(f"--bao_crf_n_labels {n_labels}: the CRF labels are the class ids 0..."
                        f"{n_classes} of this dataset; pass at least {n_classes + 1} (the "
                        f"reference's 91, or {n_classes + 1})")
-
-
-def load_bao_checkpoint(model: torch.nn.Module, path: str, which: str, made_by: str) -> None:
-    """The student (every key but teacher.*) or the teacher (the teacher.* keys) of a BAO
-    checkpoint (`step.train_bao.TEACHER_PREFIX`), strictly."""
-    if which == "student":
-        load_checkpoint(model, path, made_by=made_by, ignore_prefixes=(TEACHER_PREFIX,))
-        return
-    load_checkpoint(model, path, made_by=made_by, prefix=TEACHER_PREFIX, missing_prefix=(
-        f"--bao_infer_model teacher needs the teacher that {made_by} saves beside the student; "
-        f"a file of one network (BAO's released weights) takes --bao_infer_model student"))
 
 
 def write_crf_labels(args: argparse.Namespace, data, ids: list[str], map_dir: str,

@@ -16,10 +16,11 @@ import argparse
 from misc.data.samples import MultiScaleDataset
 from misc.engine import dist
 from misc.engine.log import log
+from misc.io.checkpoints import load_bao_checkpoint
 from misc.seeds.multiscale import bao_amn_merge, run_multiscale_inference
 from step.driver import context
 from step.driver.interface import Files, Flag, Step
-from step.make_bao import check_n_labels, load_bao_checkpoint, write_crf_labels
+from step.make_bao import check_n_labels, write_crf_labels
 
 STEP = Step(
     "make_bao_amn", "threshold-free pseudo-labels of the BAO-trained AMN (docs/bao.md §5.2)",

@@ -26,6 +26,7 @@ from misc.engine.log import log
 from misc.engine.losses import balanced_smoothed_ce
 from misc.engine.precision import low_precision, prepare_model
 from misc.engine.train import train
+from misc.io.checkpoints import TEACHER_PREFIX
 from misc.io.metrics_file import append_metrics
 from misc.seeds.bao import teacher_pseudo_labels
 from net import conformer
@@ -121,8 +122,6 @@ def _conformer_student(forward, img: torch.Tensor, labels: torch.Tensor) -> tupl
 # BAO's own network: the teacher's TransCAM M*_1..C as the foreground; the student's AM, and
 # TransCAM's loss on z_cnn + z_trans
 CONFORMER = BaoNetwork(lambda forward, img, labels: forward(img).cam[:, 1:], _conformer_student)
-
-TEACHER_PREFIX = "teacher."  # the teacher's keys in the final checkpoint, beside the student's
 
 
 def bao_loss(network: BaoNetwork, teacher_forward, eps: float, l_pcl: float, fg_weight_of_epoch):

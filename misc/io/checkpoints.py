@@ -219,3 +219,19 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
             f"count?). Rerun {made_by} or pass the right weights file.")
     _check_shared_tensors(state, own, path, made_by)
     model.load_state_dict(state)
+
+
+TEACHER_PREFIX = "teacher."  # BAO checkpoints: the teacher's keys, beside the student's
+
+
+def load_bao_checkpoint(model: torch.nn.Module, path: str | Path, which: str,
+                        made_by: str) -> None:
+    """The student (every key but teacher.*) or the teacher (the teacher.* keys, `which`
+    "teacher") of a BAO checkpoint (docs/bao.md §4.2), strictly; a file of one network (BAO's
+    released weights) holds a student only."""
+    if which == "student":
+        load_checkpoint(model, path, made_by=made_by, ignore_prefixes=(TEACHER_PREFIX,))
+        return
+    load_checkpoint(model, path, made_by=made_by, prefix=TEACHER_PREFIX, missing_prefix=(
+        f"--bao_infer_model teacher needs the teacher that {made_by} saves beside the student; "
+        f"a file of one network (BAO's released weights) takes --bao_infer_model student"))
