@@ -1,12 +1,12 @@
 """make_bao: BAO's threshold-free pseudo-labels (docs/bao.md §4.2).
 
-The trained BAO network on the square views of make_transcam (--transcam_sizes, each with its
-flip, batched without padding): [AM background, TransCAM foreground] summed over the views,
-per-channel min-max with the reference's 1e-5 terms, argmax -> result/bao_cam/<id>.npz (the
-maps, background first, and the argmax label); then the label CRF (--bao_crf_gt_prob,
---bao_crf_n_labels) on the CPU pool -> result/bao_label/<id>.png, class ids 0..C, which
-train_seg trains on with --seg_label_dir result/bao_label. Optional: a whole-chain run adds it
-with --make_bao_pass True.
+The trained BAO network (its student or teacher, --bao_infer_model) on the square views of
+make_transcam (--transcam_sizes, each with its flip, batched without padding): [AM background,
+TransCAM foreground] summed over the views, per-channel min-max with the reference's 1e-5
+terms, argmax -> result/bao_cam/<id>.npz (the maps, background first, and the argmax label);
+then the label CRF (--bao_crf_gt_prob, --bao_crf_n_labels) on the CPU pool ->
+result/bao_label/<id>.png, class ids 0..C, which train_seg trains on with --seg_label_dir
+result/bao_label. Optional: a whole-chain run adds it with --make_bao_pass True.
 """
 from __future__ import annotations
 

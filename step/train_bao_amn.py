@@ -5,12 +5,12 @@ teacher's AMN map (the softmax of its logits, foreground channels: AMN's maps ar
 threshold-robust, where a ResNet-50 CAM peaks far below the 0.5 that BAO's label rule cuts at)
 gives the pseudo-label p_t as in train_bao (max normalisation, background = 1 - max, argmax);
 the student's own 21-channel logits are trained on the balanced smoothed CE against it, plus
---bao_amn_l_cls x a multilabel soft margin on their spatial mean (0 by default: with the label
-conditioning the term is satisfied without changing the segmentation). The teacher schedule,
-its resumable state and the flags --bao_eps, --l_pcl, --w_pcl, --bao_ema_* and
---bao_teacher_train_mode are train_bao's (`step.train_bao.self_train`); sizes, augmentation
-(rescale, flip, crop) and the two Adam learning rates are train_amn's. Optional: a whole-chain
-run adds it with --train_bao_amn_pass True.
+--bao_amn_l_cls x a multilabel soft margin on their spatial mean (0 by default: the network is
+given the labels the term asks for, so it constrains it little; its effect is not measured).
+The teacher schedule, its resumable state and the flags --bao_eps, --l_pcl, --w_pcl,
+--bao_ema_* and --bao_teacher_train_mode are train_bao's (`step.train_bao.self_train`); sizes,
+augmentation (rescale, flip, crop) and the two Adam learning rates are train_amn's. Optional: a
+whole-chain run adds it with --train_bao_amn_pass True.
 """
 from __future__ import annotations
 
