@@ -519,11 +519,9 @@ def _network(args: argparse.Namespace, n_classes: int, flag: str) -> torch.nn.Mo
         return conformer.Net(n_classes, depth=args.transcam_depth)
     if flag == "bao_weights_name":
         return conformer.Net(n_classes, with_bao_layers=True, depth=args.transcam_depth)
-    if flag == "bao_amn_weights_name":
-        flag = "amn_weights_name"  # the AMN network, with its teacher
     if flag == "cam_weights_name":
         return context.network(args.cam_network, "--cam_network")(n_classes)
-    if flag == "amn_weights_name":
+    if flag in ("amn_weights_name", "bao_amn_weights_name"):  # BAO-AMN: the AMN network
         return context.network(args.amn_network, "--amn_network")(n_classes,
                                                                  dropout=args.amn_dropout)
     if flag == "irn_weights_name":
