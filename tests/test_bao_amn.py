@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import run_sample
+from misc.errors import BadInput
+from misc.eval.seed_eval import evaluate_threshold_free
+from misc.io.maps import save_maps
 from misc.seeds.bao import teacher_pseudo_labels, threshold_free_labels
 from step.train_bao_amn import amn_network
 from tests.tiny import flags
@@ -25,6 +29,13 @@ def test_threshold_free_labels_on_three_pixels():
     # (b) per-channel min-max: bg (0.9 .. 0.2) -> 1, -0.29, 0.43; class 2 (0.05 .. 0.3) peaks at
     # the third pixel -> 1 > 0.43: class id 3 where the softmax said background
     assert labels[1].tolist() == [[0, 1, 3]]
+
+
+def test_maps_without_the_labels_say_how_to_remake_them(tmp_path):
+    save_maps(tmp_path / "a.npz", np.array([0]), np.zeros((2, 1, 1)), np.zeros((2, 2, 2)))
+    with pytest.raises(BadInput, match="--make_amn_cam_pass True --overwrite True"):
+        evaluate_threshold_free(["a"], tmp_path, lambda i: tmp_path / f"{i}.jpg", tmp_path,
+                                ("c",), 2, 0.7)
 
 
 def test_amn_teacher_pseudo_label_from_its_softmax():
