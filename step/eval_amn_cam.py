@@ -9,6 +9,7 @@ from misc.eval.seed_eval import evaluate_threshold_free
 from step.driver.context import cpu_workers, dataset, eval_ids
 from step.driver.interface import Files, Flag, Step, str2bool
 from step.driver.runners import run_seed_eval
+from step.make_bao import check_n_labels
 
 STEP = Step(
     "eval_amn_cam", "AMN seeds against the ground truth, at one threshold and a sweep",
@@ -26,6 +27,7 @@ STEP = Step(
 def threshold_free_rows(args: argparse.Namespace) -> dict:
     """The --amn_bao_eval rows of --amn_cam_out_dir."""
     data = dataset(args)
+    check_n_labels(args.bao_crf_n_labels, data.n_classes)
     return evaluate_threshold_free(eval_ids(args), args.amn_cam_out_dir, data.image_path,
                                    data.gt_dir(), data.class_names, args.bao_crf_n_labels,
                                    args.bao_crf_gt_prob, cpu_workers(args))
