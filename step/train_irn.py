@@ -44,12 +44,17 @@ STEP = Step(
              help="affinity pairs within this many stride-4 cells; the reference: 10"),
         Flag("irn_frozen_stages", int, PROFILE, choices=(0, 1, 2, 3, 4, 5),
              help="backbone stages 1..N kept fixed; the reference: 5, all (docs/toy.md §7)"),
-        Flag("irn_weights_name", default="sess/res50_irn.pth", shapes=False)),
+        Flag("irn_weights_name", default="sess/res50_irn.pth", shapes=False),
+        Flag("irn_label_dir", shapes=False,
+             help="IR labels IRN trains on (PNG 0..C, 255 unknown); default "
+                  "--amn_ir_label_out_dir; e.g. result/bao_amn_label for BAO's threshold-free "
+                  "labels (docs/bao.md §5.3)")),
     uses=("poly_momentum", "seed", "amp", "channels_last"),
-    reads=(Files("amn_ir_label_out_dir", "train_list"), Files("backbone_weights")),
+    reads=(Files("irn_label_dir", "train_list", noun="IR label"), Files("backbone_weights")),
     writes=(Files("irn_weights_name"),), batch="irn_batch_size",
     trains_on=("train_list", "infer_list"),
     images=("train_list", "infer_list"))
+
 
 @lru_cache(maxsize=4)
 def _path_index(radius: int, height: int, width: int) -> PathIndex:
@@ -100,7 +105,8 @@ def run(args: argparse.Namespace) -> dict:
     data = context.dataset(args)
     device = context.device(args)
     dataset = SegmentationDataset(context.id_list(args.train_list), data, args.train_list,
-                                  args.amn_ir_label_out_dir, args.irn_crop_size,
+                                  args.irn_label_dir or args.amn_ir_label_out_dir,
+                                  args.irn_crop_size,
                                   rescale=(0.5, 1.5), seed=args.seed)
     torch.manual_seed(args.seed)
     model = context.network(args.irn_network, "--irn_network")(args.backbone_weights)
