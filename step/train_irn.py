@@ -50,6 +50,7 @@ STEP = Step(
                   "--amn_ir_label_out_dir; e.g. result/bao_amn_label for BAO's threshold-free "
                   "labels (docs/bao.md §5.3)")),
     uses=("poly_momentum", "seed", "amp", "channels_last"),
+    also_reads=("amn_ir_label_out_dir",),  # --irn_label_dir's default
     reads=(Files("irn_label_dir", "train_list", noun="IR label"), Files("backbone_weights")),
     writes=(Files("irn_weights_name"),), batch="irn_batch_size",
     trains_on=("train_list", "infer_list"),
