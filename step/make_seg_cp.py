@@ -1,7 +1,7 @@
 """make_seg_cp: PMM's cyclic pseudo-masks (docs/pmm.md §9): round 1's DeepLab (the LAST
 checkpoint of train_seg, --seg_weights_name; never a selection on val ground truth as PMM's
 pick_best_pth: docs/quirks.md Q30) predicts the images of --seg_train_list at PMM's views
-(scales 0.5-1.75, each with its mirror) with PMM's dense CRF, into --seg_cp_label_dir: the
+(scales 0.5-1.75, each with its mirror) with PMM's dense CRF, into --seg_cp_out_dir: the
 labels train_seg_cp learns from. Optional: a whole-chain run adds it with --make_seg_cp_pass
 True."""
 from __future__ import annotations
@@ -26,16 +26,16 @@ STEP = Step(
         Flag("seg_cp_crf_params", float, (10, 3, 1, 4, 67, 3), nargs=6,
              metavar=("ITER", "POS_W", "POS_XY", "BI_W", "BI_XY", "BI_RGB"),
              help="PMM's CRF on the averaged softmax", domain=POSITIVE),
-        Flag("seg_cp_label_dir", default="result/seg_cp_label", shapes=False)),
+        Flag("seg_cp_out_dir", default="result/seg_cp_label", shapes=False)),
     uses=("seg_backbone", "seg_backbone_style", "seg_channels_last", "seg_tf32", "amp"),
     reads=(Files("seg_weights_name"),),
-    writes=(Files("seg_cp_label_dir", "seg_train_list", ".png", "CP pseudo-mask"),),
+    writes=(Files("seg_cp_out_dir", "seg_train_list", ".png", "CP pseudo-mask"),),
     images=("seg_train_list",), unlabelled=("seg_train_list",), optional=True)
 
 
 def run(args: argparse.Namespace) -> dict:
     forward, device = eval_seg.load_model(args, args.seg_weights_name, "train_seg")
-    out_dir = Path(args.seg_cp_label_dir)
+    out_dir = Path(args.seg_cp_out_dir)
     how = eval_seg.infer_settings(args, args.seg_cp_scales, args.seg_cp_flip,
                                   args.seg_cp_crf_params)
     start = time.time()

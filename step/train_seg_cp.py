@@ -17,7 +17,7 @@ STEP = Step(
     uses=tuple(f.name for f in train_seg.STEP.flags if f.name not in PUF_FLAGS)
     + train_seg.STEP.uses,
     also_reads=PUF_FLAGS + ("seg_cp_pred_out_dir",),  # the derived flags of context.cyclic_round
-    reads=(Files("seg_cp_label_dir", "seg_train_list", noun="CP training label"),
+    reads=(Files("seg_cp_out_dir", "seg_train_list", noun="CP training label"),
            Files("seg_backbone_weights")),
     writes=(Files("seg_cp_weights_name"),), batch="seg_batch_size",
     trains_on=("seg_train_list",), images=("seg_train_list",), optional=True)

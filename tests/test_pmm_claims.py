@@ -75,6 +75,10 @@ def test_an_arm_runs_the_call_with_its_flags_in_folders_of_its_own():
     assert arm.metrics_file == "result/seeds/ce/seed2/metrics.jsonl"
     assert arm.seg_weights_name == "sess/seeds/ce/seed2/deeplabv2.pth"
     assert main.seg_weights_name == "sess/seeds/seed2/deeplabv2.pth"
+    # every CP output is per seed too (an *_out_dir / *_weights_name flag)
+    assert (main.seg_cp_out_dir, main.seg_cp_weights_name, main.seg_cp_pred_out_dir) == (
+        "result/seeds/seed2/seg_cp_label", "sess/seeds/seed2/deeplabv2_cp.pth",
+        "result/seeds/seed2/seg_pred_cp")
     for bad in (["--arm", "seed1", "--seg_puf none"], ["--arm", "ce", "--seed 3"],
                 ["--arm", "ce", "--seg_puf none", "--arm", "ce", "--seg_puf pow"],
                 ["--arm", "ce", "--seg_puf nonsense"]):

@@ -26,7 +26,7 @@ CP_CRF = ("2", "3", "1", "4", "67", "3")  # PMM's values but 2 iterations
 
 
 def cp_flags(out) -> list[str]:
-    return ["--seg_cp_label_dir", str(out / "cp_label"), "--seg_cp_weights_name",
+    return ["--seg_cp_out_dir", str(out / "cp_label"), "--seg_cp_weights_name",
             str(out / "sess" / "dl_cp.pth"), "--seg_cp_pred_out_dir", str(out / "seg_pred_cp"),
             "--seg_cp_scales", "0.5", "1.0", "--seg_cp_crf_params", *CP_CRF,
             "--seg_puf", "clamp", "--seg_puf_beta", "0.5", "--seg_puf_k", "0.5"]
@@ -116,7 +116,7 @@ def test_two_rounds_in_their_own_folders_and_records(tmp_path, r50):
 
 
 def test_round_two_trains_without_puf_into_its_own_files():
-    args = argparse.Namespace(seg_cp_label_dir="cp", seg_cp_weights_name="cp.pth",
+    args = argparse.Namespace(seg_cp_out_dir="cp", seg_cp_weights_name="cp.pth",
                               seg_cp_pred_out_dir="pred_cp", seg_puf="clamp",
                               seg_label_dir=None, seg_weights_name="one.pth",
                               seg_pred_out_dir="pred", seg_test_list="test.txt")
