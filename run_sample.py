@@ -21,6 +21,7 @@ from step import (
     cam_to_ir_label,
     eval_amn_cam,
     eval_bao,
+    eval_bao_amn,
     eval_cam,
     eval_ins_seg,
     eval_seg,
@@ -30,6 +31,7 @@ from step import (
     eval_transcam,
     make_amn_cam,
     make_bao,
+    make_bao_amn,
     make_cam,
     make_cocoann,
     make_ins_seg_labels,
@@ -38,6 +40,7 @@ from step import (
     make_transcam,
     train_amn,
     train_bao,
+    train_bao_amn,
     train_cam,
     train_irn,
     train_seg,
@@ -62,6 +65,7 @@ from step.driver.workspace import (
 PIPELINE = Pipeline.of([
     train_cam, make_cam, eval_cam, cam_to_ir_label,                      # CAM
     train_amn, make_amn_cam, eval_amn_cam, amn_cam_to_ir_label,          # AMN
+    train_bao_amn, make_bao_amn, eval_bao_amn,                           # BAO on AMN (optional)
     train_irn, make_ins_seg_labels, eval_ins_seg, make_sem_seg_labels,   # IRN
     eval_sem_seg, make_cocoann,
     train_seg, eval_seg, train_seg_gt, eval_seg_gt,                      # DeepLab-V2

@@ -45,10 +45,13 @@ class MeanShift(nn.Module):
 
 class Net(nn.Module):
     """forward(x (B,3,H,W) normalised) -> (edge logits (B,1,h4,w4), displacement (B,2,h4,w4)),
-    h4 = ceil(H/4). The backbone is frozen (outputs detached, kept in eval mode)."""
+    h4 = ceil(H/4). The reference freezes the whole backbone (outputs detached); `freeze_stages`
+    can leave its later stages trainable. Its batch norms always keep their statistics (eval mode),
+    as the CAM network's."""
 
     def __init__(self, backbone_weights: str | None = None):
         super().__init__()
+        self.frozen_stages = 5
         self.resnet50 = ResNet50(strides=(2, 2, 2, 1))
         if backbone_weights is not None:
             load_backbone_weights(self.resnet50, backbone_weights)
@@ -75,8 +78,15 @@ class Net(nn.Module):
                                           self.fc_edge4, self.fc_edge5, self.fc_edge6])
         self.dp_layers = nn.ModuleList([self.fc_dp1, self.fc_dp2, self.fc_dp3, self.fc_dp4,
                                         self.fc_dp5, self.fc_dp6, self.fc_dp7])
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
+        self.freeze_stages(5)
+
+    def freeze_stages(self, n: int) -> None:
+        """Keep backbone stages 1..n fixed (--irn_frozen_stages; the reference: all 5): no
+        gradient, and no backward pass into them. Stages after n train with the edge branch."""
+        self.frozen_stages = n
+        for i, stage in enumerate(self.backbone, 1):
+            for p in stage.parameters():
+                p.requires_grad_(i > n)
 
     def train(self, mode: bool = True) -> "Net":
         super().train(mode)
@@ -85,8 +95,10 @@ class Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = []
-        for stage in self.backbone:
-            x = stage(x).detach()
+        for i, stage in enumerate(self.backbone, 1):
+            x = stage(x)
+            if i <= self.frozen_stages:
+                x = x.detach()
             feats.append(x)
         x1, x2, x3, x4, x5 = feats
         crop = lambda t, ref: t[..., :ref.shape[2], :ref.shape[3]]
@@ -101,5 +113,7 @@ class Net(nn.Module):
         return edge, disp
 
     def param_groups(self) -> tuple[list, list]:
-        """(edge branch params, displacement branch params) for the 1x / 10x learning rates."""
-        return list(self.edge_layers.parameters()), list(self.dp_layers.parameters())
+        """(edge branch + trainable backbone params, displacement branch params) for the 1x / 10x
+        learning rates."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        return list(self.edge_layers.parameters()) + backbone, list(self.dp_layers.parameters())

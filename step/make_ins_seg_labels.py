@@ -21,7 +21,7 @@ from misc.engine.log import log
 from misc.io.maps import load_maps
 from misc.irn.ins_seg import edge_and_displacement, instance_masks, save_instances
 from step.driver import context
-from step.driver.interface import NON_NEGATIVE, POSITIVE, PROFILE, UNIT, Files, Flag, Step
+from step.driver.interface import NON_NEGATIVE, POSITIVE, PROFILE, UNIT, Domain, Files, Flag, Step
 
 STEP = Step(
     "make_ins_seg", "instance pseudo-labels from IRN and the CAMs (docs/pipeline.md §3.12)",
@@ -29,6 +29,8 @@ STEP = Step(
         Flag("beta", float, 10.0, help="power of the affinities in the random walk (typed, "
                                        "unlike the reference: docs/quirks.md Q13)", domain=POSITIVE),
         Flag("exp_times", int, PROFILE, help="the walk takes 2^exp_times steps", domain=NON_NEGATIVE),
+        Flag("walk_radius", int, PROFILE, help="the walk's affinities reach this many stride-4 "
+                                               "cells (the reference: 5)", domain=Domain(2)),
         Flag("ins_seg_bg_thres", float, 0.25,
              help="background score against the normalised walk of the CAMs", domain=UNIT),
         Flag("ins_seg_out_dir", default="result/ins_seg", shapes=False)),
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> dict:
                                                    args.irn_crop_size)
             result = instance_masks(torch.as_tensor(maps["cam"], device=device), maps["keys"],
                                     boundary, disp, tuple(sample["size"]), beta=args.beta,
-                                    exp_times=args.exp_times, bg_thres=args.ins_seg_bg_thres)
+                                    exp_times=args.exp_times, bg_thres=args.ins_seg_bg_thres,
+                                    radius=args.walk_radius)
             save_instances(out_dir / f"{ids[k]}.npz", result)
             n_segments += len(result)
     stats = {"written": len(ids), "segments": n_segments,

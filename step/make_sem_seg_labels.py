@@ -52,7 +52,7 @@ STEP = Step(
         Flag("sem_seg_ppmg_cv_scale", float, 0.3, help="CVS's s for these PPMG masks (0: off)",
              domain=NON_NEGATIVE),
         Flag("sem_seg_out_dir", default="result/sem_seg", shapes=False)),
-    uses=("irn_network", "irn_crop_size", "beta", "exp_times", "amp", "channels_last"),
+    uses=("irn_network", "irn_crop_size", "beta", "exp_times", "walk_radius", "amp", "channels_last"),
     also_reads=("sweep_thres",),  # the comparison's sweep: a score, not a setting of the masks
     reads=(Files("irn_weights_name"), Files("amn_cam_out_dir", "infer_list")),
     writes=(Files("sem_seg_out_dir", "infer_list", ".png", "pseudo-mask"),), images=("infer_list",))
@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> dict:
             maps = load_maps(Path(args.amn_cam_out_dir) / f"{ids[k]}.npz")
             boundary = boundary_map(model, sample["imgs"][0].to(device), args.irn_crop_size)
             keys, scores = walked_scores(maps, boundary, sample["size"], power=args.sem_seg_power,
-                                         beta=args.beta, exp_times=args.exp_times)
+                                         beta=args.beta, exp_times=args.exp_times,
+                                         radius=args.walk_radius)
             mask = label(args, keys, scores, sample["size"], data.image_path(ids[k]))
             save_png(out_dir / f"{ids[k]}.png", mask)
             if ids[k] in eval_ids:

@@ -6,12 +6,16 @@ the teacher's TransCAM gives the pseudo-label p_t (per-class max normalisation, 
 plus --l_pcl x the balanced smoothed per-pixel CE of its activation map against p_t. After
 every update of epoch 0 the teacher is a copy of the student; from epoch 1 on an EMA of its
 parameters with the cosine momentum --bao_ema_momentum -> 1, restarting every epoch as the
-reference (docs/quirks.md Q28). Optional: a whole-chain run adds it with --train_bao_pass True.
+reference (docs/quirks.md Q28). The mechanism (`self_train`, `BaoNetwork`) serves BAO on
+our AMN too (step/train_bao_amn.py). Optional: a whole-chain run adds it with
+--train_bao_pass True.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +26,7 @@ from misc.engine.log import log
 from misc.engine.losses import balanced_smoothed_ce
 from misc.engine.precision import low_precision, prepare_model
 from misc.engine.train import train
+from misc.io.checkpoints import TEACHER_PREFIX
 from misc.io.metrics_file import append_metrics
 from misc.seeds.bao import teacher_pseudo_labels
 from net import conformer
@@ -74,7 +79,8 @@ STEP = Step(
              help="True (the reference, docs/quirks.md Q25): the teacher runs in train mode "
                   "(batch-statistics BatchNorm, active drop-path); False: eval mode"),
         Flag("bao_weights_name", default="sess/bao.pth", shapes=False,
-             help="the trained student (722 keys, BAO's format)")),
+             help="the trained student (722 keys, BAO's format) and its teacher (the same keys "
+                  "under teacher.*)")),
     uses=("transcam_depth", "transcam_drop_path", "transcam_color_jitter", "seed", "amp",
           "channels_last"),
     reads=(Files("transcam_weights_name"),), writes=(Files("bao_weights_name"),),
@@ -94,18 +100,84 @@ def teacher_momentum(epoch: int, k: int, per_epoch: int, epochs: int, base: floa
     return cosine_momentum((epoch - 1) * per_epoch + k, (epochs - 1) * per_epoch, base)
 
 
-def bao_loss(teacher_forward, eps: float, l_pcl: float, fg_weight_of_epoch):
-    """loss_fn of misc.engine.train: TransCAM's multilabel soft margin on the student's
-    z_cnn + z_trans, plus l_pcl x the balanced smoothed CE of its AM (B, C+1, h, w) against the
-    teacher's pseudo-label at the same resolution."""
+@dataclass(frozen=True)
+class BaoNetwork:
+    """How BAO's self-training calls one network (docs/bao.md §4.1, §5.2); each function gets
+    the (teacher's or student's) forward, the images (B, 3, H, W) and their labels (B, C).
+
+    teacher_foreground -> (B, C, h, w) real-valued foreground maps of the teacher, from which
+        `teacher_pseudo_labels` makes the target;
+    student_outputs -> (the student's activation map (B, C+1, h, w) logits, background first,
+        its classification loss, a scalar)."""
+    teacher_foreground: Callable[[Callable, torch.Tensor, torch.Tensor], torch.Tensor]
+    student_outputs: Callable[[Callable, torch.Tensor, torch.Tensor],
+                              tuple[torch.Tensor, torch.Tensor]]
+
+
+def _conformer_student(forward, img: torch.Tensor, labels: torch.Tensor) -> tuple:
+    out = forward(img, labels)
+    return out.am, F.multilabel_soft_margin_loss(transcam_logits(out), labels)
+
+
+# BAO's own network: the teacher's TransCAM M*_1..C as the foreground; the student's AM, and
+# TransCAM's loss on z_cnn + z_trans
+CONFORMER = BaoNetwork(lambda forward, img, labels: forward(img).cam[:, 1:], _conformer_student)
+
+
+def bao_loss(network: BaoNetwork, teacher_forward, eps: float, l_pcl: float, fg_weight_of_epoch):
+    """loss_fn of misc.engine.train: the student's classification loss plus l_pcl x the
+    balanced smoothed CE of its activation map (B, C+1, h, w) against the teacher's
+    pseudo-label at the same resolution."""
     def loss_fn(forward, batch: dict) -> torch.Tensor:
         img, labels = batch["img"], batch["label"]
         with torch.no_grad():
-            target = teacher_pseudo_labels(teacher_forward(img).cam[:, 1:], labels)
-        out = forward(img, labels)
-        cls = F.multilabel_soft_margin_loss(transcam_logits(out), labels)
-        return cls + l_pcl * balanced_smoothed_ce(out.am, target, eps, fg_weight_of_epoch())
+            fg = network.teacher_foreground(teacher_forward, img, labels)
+            target = teacher_pseudo_labels(fg, labels)
+        am, cls = network.student_outputs(forward, img, labels)
+        return cls + l_pcl * balanced_smoothed_ce(am, target, eps, fg_weight_of_epoch())
     return loss_fn
+
+
+def self_train(args: argparse.Namespace, student: torch.nn.Module, network: BaoNetwork,
+               train_set, make_optimizer: Callable[[int], torch.optim.Optimizer],
+               batch_size: int, epochs: int, out_path: str, step: str) -> dict:
+    """BAO's student / teacher training of `student` (train_bao, train_bao_amn): the teacher a
+    copy of the student after every update of epoch 0, an EMA of its parameters after that
+    (`teacher_momentum` from --bao_ema_momentum, --bao_ema_restart), in train mode or not
+    (--bao_teacher_train_mode); --bao_eps, --l_pcl, --w_pcl / --bao_w_pcl_counts as train_bao.
+    The teacher is part of the resumable state, and of the final checkpoint under
+    TEACHER_PREFIX. Appends the step's metrics line; returns it with the loss curve."""
+    device = context.device(args)
+    teacher = copy.deepcopy(student).to(device)
+    teacher.requires_grad_(False)
+    teacher.train(args.bao_teacher_train_mode)
+    prepare_model(teacher, args.channels_last)
+
+    def after_step(epoch: int, k: int, per_epoch: int) -> None:
+        m = teacher_momentum(epoch, k, per_epoch, epochs, args.bao_ema_momentum,
+                             args.bao_ema_restart)
+        if m is None:
+            copy_into(teacher, student)
+        else:
+            ema_update(teacher, student, m)
+        teacher.train(args.bao_teacher_train_mode)
+
+    def fg_weight() -> float:
+        # the epoch train() set on the dataset: the one of the batch being trained on
+        return args.w_pcl if args.bao_w_pcl_counts and train_set.epoch == 0 else 1.0
+
+    teacher_forward = low_precision(teacher, device, args.amp, args.channels_last)
+    loss = bao_loss(network, teacher_forward, args.bao_eps, args.l_pcl, fg_weight)
+    result = train(student, loss, train_set, batch_size, epochs, make_optimizer, device,
+                   out_path, desc=step, after_step=after_step, extra_state=teacher,
+                   extra_prefix=TEACHER_PREFIX, **context.train_options(args))
+    summary = {"step": step, "seconds": round(result.seconds, 1),
+               "final_train_loss": result.final_loss}
+    if dist.is_main():
+        append_metrics(args.metrics_file, summary)
+        log(f"{step}: wrote {out_path} (student, and the teacher under {TEACHER_PREFIX}*) in "
+            f"{result.seconds:.0f} s")
+    return {**summary, "losses": result.losses}
 
 
 def build_student(args: argparse.Namespace, n_classes: int) -> conformer.Net:
@@ -122,40 +194,13 @@ def build_student(args: argparse.Namespace, n_classes: int) -> conformer.Net:
 def run(args: argparse.Namespace) -> dict:
     check_patch_multiple("bao_crop_size", [args.bao_crop_size])
     data = context.dataset(args)
-    device = context.device(args)
     train_set = jittered_train_set(args, data, args.bao_crop_size, args.bao_resize_long)
     torch.manual_seed(args.seed)
     student = build_student(args, data.n_classes)
-    teacher = copy.deepcopy(student).to(device)
-    teacher.requires_grad_(False)
-    teacher.train(args.bao_teacher_train_mode)
-    prepare_model(teacher, args.channels_last)
-
-    def after_step(epoch: int, k: int, per_epoch: int) -> None:
-        m = teacher_momentum(epoch, k, per_epoch, args.bao_num_epoches, args.bao_ema_momentum,
-                             args.bao_ema_restart)
-        if m is None:
-            copy_into(teacher, student)
-        else:
-            ema_update(teacher, student, m)
-        teacher.train(args.bao_teacher_train_mode)
-
-    def fg_weight() -> float:
-        # the epoch train() set on the dataset: the one of the batch being trained on
-        return args.w_pcl if args.bao_w_pcl_counts and train_set.epoch == 0 else 1.0
 
     def make_optimizer(_max_step: int) -> torch.optim.AdamW:
         return torch.optim.AdamW(student.parameters(), lr=args.bao_learning_rate,
                                  weight_decay=args.bao_weight_decay, eps=1e-8)
 
-    teacher_forward = low_precision(teacher, device, args.amp, args.channels_last)
-    loss = bao_loss(teacher_forward, args.bao_eps, args.l_pcl, fg_weight)
-    result = train(student, loss, train_set, args.bao_batch_size, args.bao_num_epoches,
-                   make_optimizer, device, args.bao_weights_name, desc="train_bao",
-                   after_step=after_step, extra_state=teacher, **context.train_options(args))
-    summary = {"step": "train_bao", "seconds": round(result.seconds, 1),
-               "final_train_loss": result.final_loss}
-    if dist.is_main():
-        append_metrics(args.metrics_file, summary)
-        log(f"train_bao: wrote {args.bao_weights_name} in {result.seconds:.0f} s")
-    return {**summary, "losses": result.losses}
+    return self_train(args, student, CONFORMER, train_set, make_optimizer, args.bao_batch_size,
+                      args.bao_num_epoches, args.bao_weights_name, "train_bao")

@@ -28,7 +28,7 @@ from misc.io.metrics_file import append_metrics
 from misc.irn.ins_seg import fit_mean_shift
 from misc.irn.path_index import PathIndex
 from step.driver import context
-from step.driver.interface import COUNT, NON_NEGATIVE, POSITIVE, PROFILE, Files, Flag, Step
+from step.driver.interface import COUNT, NON_NEGATIVE, POSITIVE, PROFILE, Domain, Files, Flag, Step
 
 STEP = Step(
     "train_irn", "IRN: class boundaries and displacement fields from the AMN IR labels "
@@ -40,26 +40,33 @@ STEP = Step(
         Flag("irn_num_epoches", int, PROFILE, domain=COUNT),
         Flag("irn_learning_rate", float, PROFILE, domain=POSITIVE),
         Flag("irn_weight_decay", float, 1e-4, domain=NON_NEGATIVE),
-        Flag("irn_weights_name", default="sess/res50_irn.pth", shapes=False)),
+        Flag("irn_train_radius", int, PROFILE, domain=Domain(2),
+             help="affinity pairs within this many stride-4 cells; the reference: 10"),
+        Flag("irn_frozen_stages", int, PROFILE, choices=(0, 1, 2, 3, 4, 5),
+             help="backbone stages 1..N kept fixed; the reference: 5, all (docs/toy.md §7)"),
+        Flag("irn_weights_name", default="sess/res50_irn.pth", shapes=False),
+        Flag("irn_label_dir", shapes=False,
+             help="IR labels IRN trains on (PNG 0..C, 255 unknown); default "
+                  "--amn_ir_label_out_dir; e.g. result/bao_amn_label for BAO's threshold-free "
+                  "labels (docs/bao.md §5.3)")),
     uses=("poly_momentum", "seed", "amp", "channels_last"),
-    reads=(Files("amn_ir_label_out_dir", "train_list"), Files("backbone_weights")),
+    reads=(Files("irn_label_dir", "train_list", noun="IR label"), Files("backbone_weights")),
     writes=(Files("irn_weights_name"),), batch="irn_batch_size",
     trains_on=("train_list", "infer_list"),
     images=("train_list", "infer_list"))
 
-TRAIN_RADIUS = 10
-
 
 @lru_cache(maxsize=4)
-def _path_index(height: int, width: int) -> PathIndex:
-    return PathIndex(TRAIN_RADIUS, height, width)
+def _path_index(radius: int, height: int, width: int) -> PathIndex:
+    return PathIndex(radius, height, width)
 
 
-def make_loss_fn(n_valid: int):
-    """n_valid = C + 1: label values below it are classes, 255 is unknown."""
+def make_loss_fn(n_valid: int, radius: int = 10):
+    """n_valid = C + 1: label values below it are classes, 255 is unknown; pairs within
+    `radius` stride-4 cells (--irn_train_radius, the reference's 10)."""
     def loss_fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         edge, disp = model(batch["img"])
-        path = _path_index(edge.shape[2], edge.shape[3])
+        path = _path_index(radius, edge.shape[2], edge.shape[3])
         label = downsample_labels(batch["label"], edge.shape[-2:])
         bg_pos, fg_pos, neg = path.pair_labels(label, n_valid)
         affinity = path.affinity(torch.sigmoid(edge[:, 0]))
@@ -98,10 +105,12 @@ def run(args: argparse.Namespace) -> dict:
     data = context.dataset(args)
     device = context.device(args)
     dataset = SegmentationDataset(context.id_list(args.train_list), data, args.train_list,
-                                  args.amn_ir_label_out_dir, args.irn_crop_size,
+                                  args.irn_label_dir or args.amn_ir_label_out_dir,
+                                  args.irn_crop_size,
                                   rescale=(0.5, 1.5), seed=args.seed)
     torch.manual_seed(args.seed)
     model = context.network(args.irn_network, "--irn_network")(args.backbone_weights)
+    model.freeze_stages(args.irn_frozen_stages)
     edge_params, dp_params = model.param_groups()
 
     def make_optimizer(max_step: int) -> PolyOptimizer:
@@ -116,8 +125,9 @@ def run(args: argparse.Namespace) -> dict:
         if epoch == args.irn_num_epoches - 1:  # before train() writes the checkpoint
             fitted.append(mean_shift_pass(args, trained, device))
 
-    result = train(model, make_loss_fn(data.n_classes + 1), dataset, args.irn_batch_size,
-                   args.irn_num_epoches, make_optimizer, device, args.irn_weights_name,
+    loss_fn = make_loss_fn(data.n_classes + 1, args.irn_train_radius)
+    result = train(model, loss_fn, dataset, args.irn_batch_size, args.irn_num_epoches,
+                   make_optimizer, device, args.irn_weights_name,
                    **context.train_options(args), desc="train_irn", end_of_epoch=after_last_epoch)
     record = {"step": "train_irn", "seconds": round(result.seconds, 1),
               "final_train_loss": result.final_loss,

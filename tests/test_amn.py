@@ -161,8 +161,11 @@ def test_make_amn_cam_composite_rule(tmp_path):
     logits[1, :2, 2:] = 3.0
     logits[3, 3, :2] = 2.0
     label = torch.tensor([1., 0, 1])  # classes 0 and 2 present -> keep channels 0, 1, 3
-    keys, cam, high = amn_merge(tmp_path)([logits], label, (h, w), "img")
+    keys, cam, high, labels = amn_merge(tmp_path)([logits], label, (h, w), "img")
     assert keys.tolist() == [0, 2]
+    # the softmax argmax over [bg, class 0, class 2] (ids 0, 1, 3): class 0 where its logit is
+    # 3, class 2 where its logit is 2, background where all are 0 (a tie: the first channel)
+    assert labels[0].tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 0, 0], [3, 3, 0, 0]]
     prob = torch.softmax(logits, 0)[[0, 1, 3]]
     lo, hi = prob.amin((1, 2), keepdim=True), prob.amax((1, 2), keepdim=True)
     norm = (prob - lo) / (hi - lo + 1e-5)

@@ -133,3 +133,35 @@ def test_nan_on_one_rank_stops_both(tmp_path):
     state = torch.load(state_path(tmp_path / "net.pth"), weights_only=True)
     assert state["step"] == 5
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def _bao(out: Path, nproc: int, **env) -> subprocess.CompletedProcess:
+    """tests/ddp_bao_train.py alone or under torchrun (gloo) writing into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+    return subprocess.run(launcher + ["tests/ddp_bao_train.py", str(out)], cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+                               **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_bao_teacher_is_the_same_on_every_rank_and_as_one_process(tmp_path):
+    """BAO's self-training (step.train_bao.self_train) in two gloo processes: each rank's EMA
+    teacher is bit-identical to the other's (the same all-reduced student, the same schedule)
+    and equals the one-process teacher at the same global batch, up to float rounding of the
+    gradient all-reduce; it has moved away from both the initial weights and the student."""
+    for nproc in (1, 2):
+        proc = _bao(tmp_path / f"bao{nproc}", nproc)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    alone = torch.load(tmp_path / "bao1" / "teacher0.pth", weights_only=True)
+    ranks = [torch.load(tmp_path / "bao2" / f"teacher{r}.pth", weights_only=True) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in alone)
+    for k in alone:
+        torch.testing.assert_close(ranks[0][k], alone[k], rtol=1e-5, atol=1e-6)
+    final = torch.load(tmp_path / "bao2" / "bao.pth", weights_only=True)
+    assert all(torch.equal(final[f"teacher.{k}"], ranks[0][k]) for k in alone)
+    torch.manual_seed(0)
+    from tests.ddp_bao_train import TinyAMN
+    init = TinyAMN().state_dict()
+    assert not torch.allclose(alone["head.weight"], init["head.weight"])
+    assert not torch.allclose(alone["head.weight"], final["head.weight"])  # an EMA, not a copy

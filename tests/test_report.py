@@ -127,3 +127,20 @@ def test_report_shows_gain_and_plateaus(tmp_path):
     only_cam.write_text(json.dumps(cam) + "\n")
     write_report(only_cam, {}, out, ["eval_cam"])
     assert "random walk gain" not in out.read_text() and "CAM plateau" in out.read_text()
+
+
+def test_the_example_grid_shows_irn_boundaries_when_each_image_has_one(tmp_path):
+    images = {}
+    for i in ("a", "b"):
+        images[i] = tmp_path / f"{i}.jpg"
+        Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(images[i])
+        save_png(tmp_path / "gt" / f"{i}.png", np.ones((24, 32), np.uint8))
+    ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (24, 1))
+    png = plot_examples(images, {}, {"ground truth": tmp_path / "gt"}, tmp_path / "grid.png",
+                        boundaries={"a": ramp, "b": ramp})
+    with Image.open(png) as grid:  # two rows of image, boundary, ground truth
+        assert abs(grid.size[0] / grid.size[1] - 3 / 2) < 0.05
+    png = plot_examples(images, {}, {"ground truth": tmp_path / "gt"}, tmp_path / "grid2.png",
+                        boundaries={"a": ramp})  # one image without: no boundary column
+    with Image.open(png) as grid:
+        assert abs(grid.size[0] / grid.size[1] - 2 / 2) < 0.05

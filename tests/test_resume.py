@@ -77,3 +77,31 @@ def test_killed_steps_resume_to_the_same_outputs(tiny_toy, tmp_path, r50):
         x, y = load_maps(ref / "cam" / f"{i}.npz"), load_maps(out / "cam" / f"{i}.npz")
         for key in x:
             np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_killed_bao_training_restores_its_teacher_bit_identically(tmp_path):
+    """BAO's self-training (tests/ddp_bao_train.py) SIGKILLed in its first EMA epoch, after the
+    state of step 3, and rerun: the teacher comes back from the state (not re-copied from the
+    student), so student, teacher and losses equal the uninterrupted run's bit for bit."""
+    ref, out = tmp_path / "ref", tmp_path / "killed"
+    ref.mkdir(), out.mkdir()
+    command = [sys.executable, "tests/ddp_bao_train.py"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    subprocess.run(command + [str(ref)], cwd=REPO, env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(command + [str(out)], cwd=REPO, env={**env, "HOLD_AFTER": "3"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while not (out / "holding0").exists():
+            assert proc.poll() is None and time.time() < deadline, "the run ended or hung"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = torch.load(state_path(out / "bao.pth"), weights_only=True)
+    assert state["step"] == 3 and state["extra"] and not (out / "bao.pth").exists()
+    subprocess.run(command + [str(out)], cwd=REPO, env=env, check=True, capture_output=True)
+    a, b = (torch.load(p / "bao.pth", weights_only=True) for p in (ref, out))
+    assert any(k.startswith("teacher.") for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (ref / "bao.losses.csv").read_text() == (out / "bao.losses.csv").read_text()

@@ -56,7 +56,7 @@ def test_training_records_hold_the_hyperparameters_and_the_lists(fake_voc, tmp_p
     assert {"irn_learning_rate", "irn_batch_size", "irn_num_epoches", "irn_crop_size", "seed",
             "poly_momentum", "amp"} <= set(record["settings"])
     assert {"num_workers", "overwrite", "irn_weights_name"}.isdisjoint(record["settings"])
-    assert set(record["inputs"]) == {"amn_ir_label_out_dir", "backbone_weights", "train_list",
+    assert set(record["inputs"]) == {"irn_label_dir", "backbone_weights", "train_list",
                                      "infer_list"}
     assert record["inputs"]["train_list"]["sha256"] is not None
 

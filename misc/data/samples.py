@@ -42,19 +42,22 @@ class _IdDataset(Dataset):
 
 
 class ClassificationDataset(_IdDataset):
-    """train_cam / train_transcam samples: resize_long -> colour jitter (when given) ->
-    normalise -> flip -> crop.
+    """train_cam / train_transcam / train_bao_amn samples: resize_long or rescale (when given)
+    -> colour jitter (when given) -> normalise -> flip -> crop.
 
     Returns dict(name, img float32 (3, crop, crop) normalised, label float32 (C,) multi-hot).
     `crop_method` "random" (training) or "top_left" (validation, no resize, no flip).
     `color_jitter`: (brightness, contrast, saturation, hue) strengths of
-    `misc.imutils.color_jitter`, or None."""
+    `misc.imutils.color_jitter`, or None. `rescale`: (lo, hi) of train_amn's random rescale,
+    applied after resize_long (pass resize_long None for AMN's augmentation)."""
 
     def __init__(self, ids, dataset, list_name, crop_size: int,
                  resize_long: tuple[int, int] | None = (320, 640), hor_flip: bool = True,
                  crop_method: str = "random", seed: int = 0,
-                 color_jitter: tuple[float, float, float, float] | None = None):
+                 color_jitter: tuple[float, float, float, float] | None = None,
+                 rescale: tuple[float, float] | None = None):
         super().__init__(ids, dataset, list_name, seed)
+        self.rescale = rescale
         self.crop_size, self.resize_long = crop_size, resize_long
         self.hor_flip, self.crop_method = hor_flip, crop_method
         self.color_jitter = color_jitter
@@ -64,6 +67,8 @@ class ClassificationDataset(_IdDataset):
         img = self.image(index)
         if self.resize_long:
             img = imutils.random_resize_long(img, *self.resize_long, rng)
+        if self.rescale:
+            img, _ = imutils.random_scale(img, None, self.rescale, rng)
         if self.color_jitter:
             img = imutils.color_jitter(img, *self.color_jitter, rng)
         img = imutils.normalize(img)

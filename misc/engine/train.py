@@ -234,6 +234,15 @@ class _StateFile:
         return head + f"No resumable state was written before it{every}: {fix}; it starts afresh."
 
 
+def final_state(model: torch.nn.Module, extra: torch.nn.Module | None,
+                prefix: str | None) -> dict[str, torch.Tensor]:
+    """The final checkpoint: the model's state_dict, plus `extra`'s under `prefix` if given."""
+    state = dict(model.state_dict())
+    if extra is not None and prefix:
+        state.update({prefix + k: v for k, v in extra.state_dict().items()})
+    return state
+
+
 def _epoch_loader(dataset, sampler: Sampler, num_workers: int, device: torch.device,
                   seed: int, epoch: int) -> DataLoader:
     # the loader seeds its workers from its own per-epoch generator, not the global RNG that
@@ -266,7 +275,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
           max_steps: int | None = None, checkpoint_every: int = 0,
           resume: bool = False, amp: Amp = False, channels_last: bool = False,
           after_step: Callable[[int, int, int], None] | None = None,
-          extra_state: torch.nn.Module | None = None) -> TrainResult:
+          extra_state: torch.nn.Module | None = None,
+          extra_prefix: str | None = None) -> TrainResult:
     """Train for `epochs` over `dataset` (or for `max_steps` updates when given) with global
     batch `batch_size`; save the state_dict to `out_path` on the main rank.
     `make_optimizer(max_step)` builds the optimiser. Raises NonFiniteLoss on every rank when
@@ -276,7 +286,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
     `after_step(epoch, k, per_epoch)`: called after every update, k the 0-based index of that
     update within its epoch of `per_epoch` updates (train_bao's teacher update); `extra_state`:
     a module updated beside the model (that teacher), saved in and restored from the resumable
-    state with the model."""
+    state with the model; `extra_prefix`: the final checkpoint also holds extra_state's
+    state_dict, its keys under this prefix (train_bao's `teacher.`)."""
     start = time.time()
     prepare_model(model.to(device).train(), channels_last)
     world_size = dist.world()[1]
@@ -325,7 +336,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
         if states.due(step) and step % per_epoch == 0:  # the hook may draw random numbers too
             states.save(model, optimizer, scaler, step, result.losses)
     if dist.is_main():
-        save_checkpoint(out_path, model.state_dict())
+        save_checkpoint(out_path, final_state(model, extra_state, extra_prefix))
         curve = Path(out_path).with_suffix(".losses.csv")  # the loss curve, for plots and tests
         curve.write_text("step,loss\n" + "".join(f"{i},{v!r}\n" for i, v in enumerate(result.losses)))
         states.path.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """Seed evaluation shared by eval_cam and eval_amn_cam: mIoU at one threshold plus a whole
-threshold sweep, in one pass over the map files; optionally PMM's PPMG rows (docs/pmm.md §4)."""
+threshold sweep, in one pass over the map files; optionally PMM's PPMG rows (docs/pmm.md §4)
+and, for AMN maps, the threshold-free rows of AMN's own background channel (docs/bao.md §5.1)."""
 from __future__ import annotations
 
 import time
@@ -9,10 +10,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from misc.engine.workers import map_jobs
-from misc.eval.metrics import confusion_matrix, evaluate_maps, mean_iou, summary
+from misc.errors import BadInput
+from misc.eval.metrics import confusion_matrix, error_rates, evaluate_maps, mean_iou, summary
 from misc.imutils import read_image
 from misc.io.maps import load_maps
 from misc.io.png import load_png
+from misc.seeds.bao import crf_label
 from misc.seeds.ppmg import ppmg_many
 
 
@@ -94,3 +97,54 @@ def evaluate_ppmg(ids: Sequence[str], map_dir: str | Path, image_path: Callable[
             "ppmg_best": {"alpha": settings[best][0], "cv_scale": settings[best][1],
                           **summary(conf[best], ("background",) + tuple(class_names))},
             "ppmg_seconds": round(time.perf_counter() - start, 2)}
+
+
+def scored(conf: np.ndarray, names: Sequence[str]) -> dict:
+    """mIoU, per-class IoU, and BAO's FP and FN (`error_rates`) of one confusion."""
+    return {**summary(conf, tuple(names)), **error_rates(conf, tuple(names))}
+
+
+# the threshold-free rows of eval_amn_cam --amn_bao_eval True, in the order of their confusions
+THRESHOLD_FREE_ROWS = ("softmax_argmax", "bao_min_max", "bao_min_max_crf")
+
+# (map path, image path, GT path, n_classes, CRF n_labels, CRF gt_prob)
+ThresholdFreeJob = tuple[str, str, str, int, int, float]
+
+
+def stored_labels(map_path: str | Path, expected: int) -> np.ndarray:
+    """The hard labels a map file stores, (expected, H, W) uint8; a map file made before
+    make_amn_cam stored them is a clear error saying how to remake it."""
+    labels = load_maps(map_path).get("label")
+    if labels is None or labels.ndim != 3 or len(labels) != expected:
+        raise BadInput(f"map file {map_path} holds no threshold-free labels (made before "
+                       f"make_amn_cam stored them, or by another step): remake the maps with "
+                       f"--make_amn_cam_pass True --overwrite True, or drop --amn_bao_eval")
+    return labels
+
+
+def _threshold_free_confusions(job: ThresholdFreeJob) -> np.ndarray:
+    """(3, n, n) confusions of one image's THRESHOLD_FREE_ROWS."""
+    map_path, image_path, gt_path, n, n_labels, gt_prob = job
+    softmax_argmax, bao = stored_labels(map_path, 2)
+    gt = load_png(gt_path)
+    preds = (softmax_argmax, bao, crf_label(bao, image_path, n_labels, gt_prob))
+    return np.stack([confusion_matrix(p, gt, n) for p in preds])
+
+
+def evaluate_threshold_free(ids: Sequence[str], map_dir: str | Path,
+                            image_path: Callable[[str], Path], gt_dir: str | Path,
+                            class_names: Sequence[str], n_labels: int, gt_prob: float,
+                            num_workers: int = 1) -> dict:
+    """eval_amn_cam's threshold-free rows (docs/bao.md §5.1) from the labels make_amn_cam
+    stores beside the maps: (a) the softmax argmax over [background, present classes],
+    (b) BAO's per-channel min-max + argmax, before and after the label CRF (n_labels, gt_prob;
+    per image on the CPU pool). Returns {'threshold_free': {row: scored}}."""
+    n = len(class_names) + 1
+    jobs = [(str(Path(map_dir) / f"{i}.npz"), str(image_path(i)), str(Path(gt_dir) / f"{i}.png"),
+             n, int(n_labels), float(gt_prob)) for i in ids]
+    conf = np.zeros((len(THRESHOLD_FREE_ROWS), n, n), np.int64)
+    for part in map_jobs(_threshold_free_confusions, jobs, num_workers,
+                         f"threshold-free {Path(map_dir).name}", PPMG_MIN_JOBS_FOR_POOL):
+        conf += part
+    names = ("background",) + tuple(class_names)
+    return {"threshold_free": {row: scored(c, names) for row, c in zip(THRESHOLD_FREE_ROWS, conf)}}

@@ -166,14 +166,28 @@ def _check_shared_tensors(state: dict[str, torch.Tensor], own: Mapping[str, torc
                 f"file")
 
 
+def select_prefix(state: dict[str, torch.Tensor], prefix: str, path: Path,
+                  missing: str) -> dict[str, torch.Tensor]:
+    """The entries of `state` under `prefix`, the prefix stripped (e.g. the teacher a BAO
+    checkpoint holds under `teacher.`); BadInput naming the file and `missing` (what to do)
+    when there is none."""
+    picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not picked:
+        raise BadInput(f"checkpoint {path} holds no weights under {prefix}* ({len(state)} keys "
+                       f"of one network): {missing}")
+    return picked
+
+
 def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
-                    ignore_prefixes: tuple[str, ...] = ()) -> None:
+                    ignore_prefixes: tuple[str, ...] = (), prefix: str = "",
+                    missing_prefix: str = "") -> None:
     """Load a state_dict strictly; errors name the file, what it holds and how to fix it.
 
     `ignore_prefixes` names keys a reference checkpoint may carry that the model does not need
-    (e.g. IRN's loss buffers); they are dropped by name. The model's `checkpoint_keys`
-    (CheckpointKeys) maps the reference's alias keys; everything else must match. A failed
-    load changes neither the file nor the model."""
+    (e.g. IRN's loss buffers); they are dropped by name. `prefix`: load the entries under it
+    instead (prefix stripped; `missing_prefix` says what to do when there is none). The
+    model's `checkpoint_keys` (CheckpointKeys) maps the reference's alias keys; everything
+    else must match. A failed load changes neither the file nor the model."""
     path = Path(path)
     state = _torch_load(path, f"checkpoint {path} not found: run {made_by} first",
                         f"cannot read checkpoint {path}",
@@ -188,6 +202,8 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
         else:
             fix = f"pass the weights file that {made_by} writes (rerun it if there is none)"
         raise BadInput(f"checkpoint {path} {why}; {net} needs network weights: {fix}")
+    if prefix:
+        state = select_prefix(state, prefix, path, missing_prefix)
     own = model.state_dict()
     state = _canonical_state(state, set(own), getattr(model, "checkpoint_keys", CheckpointKeys()),
                              ignore_prefixes, path, made_by)
@@ -203,3 +219,19 @@ def load_checkpoint(model: torch.nn.Module, path: str | Path, made_by: str,
             f"count?). Rerun {made_by} or pass the right weights file.")
     _check_shared_tensors(state, own, path, made_by)
     model.load_state_dict(state)
+
+
+TEACHER_PREFIX = "teacher."  # BAO checkpoints: the teacher's keys, beside the student's
+
+
+def load_bao_checkpoint(model: torch.nn.Module, path: str | Path, which: str,
+                        made_by: str) -> None:
+    """The student (every key but teacher.*) or the teacher (the teacher.* keys, `which`
+    "teacher") of a BAO checkpoint (docs/bao.md §4.2), strictly; a file of one network (BAO's
+    released weights) holds a student only."""
+    if which == "student":
+        load_checkpoint(model, path, made_by=made_by, ignore_prefixes=(TEACHER_PREFIX,))
+        return
+    load_checkpoint(model, path, made_by=made_by, prefix=TEACHER_PREFIX, missing_prefix=(
+        f"--bao_infer_model teacher needs the teacher that {made_by} saves beside the student; "
+        f"a file of one network (BAO's released weights) takes --bao_infer_model student"))

@@ -40,8 +40,9 @@ def save_maps(path: str | Path, keys: np.ndarray, cam: np.ndarray, high_res: np.
     keys: (K,) int64, present foreground classes, 0-based.
     cam: (K', h4, w4) stride-4 maps; high_res: (K', H, W) full-size maps, both in [0, 1]
     (K' = K for CAMs, K+1 with the background channel first for AMN and BAO maps).
-    label: optional (H, W) uint8 hard labels made with the maps before quantisation (make_bao's
-    argmax, docs/bao.md §4.2), stored exactly.
+    label: optional (H, W) or (L, H, W) uint8 hard labels made with the maps before
+    quantisation (make_bao's argmax, docs/bao.md §4.2; make_amn_cam's two threshold-free
+    labels, §5.1), stored exactly.
     """
     arrays = {"keys": np.asarray(keys, np.int64)}
     if label is not None:

@@ -34,11 +34,10 @@ from torch import Tensor
 
 from misc.errors import BadInput, MissingInput
 from misc.io.atomic import atomic_path
-from misc.irn.random_walk import random_walk
+from misc.irn.random_walk import INFER_RADIUS, random_walk
 
 CENTROID_ITERATIONS = 300
 WEAK_DISPLACEMENT = 2.5      # |D| below this (stride-4 pixels) marks an instance centre region
-INFER_RADIUS = 5
 MIN_AREA_FRACTION = 0.01     # segments smaller than this share of H*W get score 0
 MAX_SEGMENTS = np.iinfo(np.uint16).max
 
@@ -249,7 +248,8 @@ def instance_masks(cams: Tensor, keys: np.ndarray | Tensor, boundary: Tensor,
                    exp_times: int = 8, bg_thres: float = 0.25,
                    min_area_frac: float = MIN_AREA_FRACTION,
                    centroid_iterations: int = CENTROID_ITERATIONS,
-                   weak_thres: float = WEAK_DISPLACEMENT) -> InstanceResult:
+                   weak_thres: float = WEAK_DISPLACEMENT,
+                   radius: int = INFER_RADIUS) -> InstanceResult:
     """Instance segments of one image (docs/pipeline.md §3.12).
 
     cams: (K, h4, w4) >= 0, the ORIGINAL CAMs' stride-4 "cam" (no background channel, no power);
@@ -266,7 +266,7 @@ def instance_masks(cams: Tensor, keys: np.ndarray | Tensor, boundary: Tensor,
     alive = torch.nonzero(seeds.flatten(1).amax(1) > 0)[:, 0]  # zero rows stay zero: skip them
     if alive.numel() == 0:
         return InstanceResult.empty(size)
-    rw = random_walk(seeds[alive], boundary, beta, exp_times, INFER_RADIUS)
+    rw = random_walk(seeds[alive], boundary, beta, exp_times, radius)
     value, index = best_channel(rw, size, bg_thres)
     labels, channel, score = segments(value, index, min_area_frac * size[0] * size[1])
     if score.numel() > MAX_SEGMENTS:

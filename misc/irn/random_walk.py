@@ -21,6 +21,9 @@ from torch import Tensor
 
 from misc.irn.path_index import PathIndex
 
+# the reference's walk radius in stride-4 cells (--walk_radius)
+INFER_RADIUS = 5
+
 
 @functools.lru_cache(maxsize=16)
 def _path_index(radius: int, height: int, width: int) -> PathIndex:

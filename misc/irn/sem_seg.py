@@ -8,11 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from misc.irn.random_walk import random_walk
+from misc.irn.random_walk import INFER_RADIUS, random_walk
 from misc.seeds.multiscale import strided_size
 from misc.seeds.ppmg import ppmg
-
-INFER_RADIUS = 5
 
 
 def boundary_map(model: torch.nn.Module, img: torch.Tensor, pad_to: int) -> torch.Tensor:
@@ -32,21 +30,22 @@ def boundary_map(model: torch.nn.Module, img: torch.Tensor, pad_to: int) -> torc
 
 
 def walked_scores(maps: Mapping[str, np.ndarray], boundary: torch.Tensor, size: tuple[int, int],
-                  power: float, beta: float, exp_times: int
+                  power: float, beta: float, exp_times: int, radius: int = INFER_RADIUS
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Part (a) of the pseudo-mask, shared by both labelling rules: the random walk of the AMN
     seeds over the boundary map.
 
     maps: an AMN map file (keys (K,) 0-based classes, cam (K+1, h4, w4) in [0, 1], background
     first); boundary (h4, w4) in [0, 1]. The foreground channels ^ `power` are walked for
-    2^exp_times steps (transition weights (1 - boundary)^beta), upsampled x4 (bilinear),
+    2^exp_times steps (transition weights (1 - boundary)^beta, within `radius`), upsampled x4
+    (bilinear),
     cropped to `size` and divided by their global max (over all classes, as the reference).
     Returns (keys (K,) int64, scores (K, H, W) float in [0, 1]); K = 0 gives an empty (0, H, W)."""
     keys = torch.as_tensor(maps["keys"], device=boundary.device).long()
     if len(keys) == 0:
         return keys, torch.zeros((0, *size), device=boundary.device)
     seeds = torch.as_tensor(maps["cam"], device=boundary.device).pow(power)[1:]
-    rw = random_walk(seeds, boundary, beta, exp_times, INFER_RADIUS)
+    rw = random_walk(seeds, boundary, beta, exp_times, radius)
     up = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0]
     up = up[:, :size[0], :size[1]]
     return keys, up / up.max()
@@ -72,10 +71,11 @@ def ppmg_labels(keys: torch.Tensor, scores: torch.Tensor, img: np.ndarray, alpha
 
 
 def pseudo_mask(maps: Mapping[str, np.ndarray], boundary: torch.Tensor, size: tuple[int, int],
-                power: float, beta: float, exp_times: int, bg_thres: float) -> torch.Tensor:
+                power: float, beta: float, exp_times: int, bg_thres: float,
+                radius: int = INFER_RADIUS) -> torch.Tensor:
     """The reference's pseudo-mask: `walked_scores` then `constant_labels` at `bg_thres`:
     (H, W) uint8 labels, 0 background, c + 1 for class c."""
-    keys, scores = walked_scores(maps, boundary, size, power, beta, exp_times)
+    keys, scores = walked_scores(maps, boundary, size, power, beta, exp_times, radius)
     if len(keys) == 0:
         return torch.zeros(size, dtype=torch.uint8)
     return constant_labels(keys, scores, bg_thres)

@@ -97,9 +97,11 @@ def colour_instances(labels: np.ndarray) -> np.ndarray:
 
 def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
                   label_dirs: dict[str, Path], out_png: str | Path,
-                  instance_dirs: dict[str, Path] | None = None) -> Path | None:
+                  instance_dirs: dict[str, Path] | None = None,
+                  boundaries: dict[str, np.ndarray] | None = None) -> Path | None:
     """One row per image id: the image, then a heatmap column per entry of `heatmap_dirs`
-    (<dir>/<id>.npz map files, drawn over the image), then a colour-coded column per entry of
+    (<dir>/<id>.npz map files, drawn over the image), then IRN's boundary map when `boundaries`
+    holds one per id ((H, W) in [0, 1], white = boundary), then a colour-coded column per entry of
     `label_dirs` (<dir>/<id>.png label maps), then a column per entry of `instance_dirs`
     (<dir>/<id>.npz instance files of misc.irn.ins_seg, one colour per segment). Columns whose
     files are missing are left out; returns None when there is nothing but the images."""
@@ -110,13 +112,14 @@ def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
     label_cols = {n: d for n, d in label_dirs.items() if (Path(d) / f"{ids[0]}.png").is_file()}
     ins_cols = {n: d for n, d in (instance_dirs or {}).items()
                 if (Path(d) / f"{ids[0]}.npz").is_file()}
-    if not heat_cols and not label_cols and not ins_cols:
+    boundary_col = ["IRN boundary"] if boundaries and all(i in boundaries for i in ids) else []
+    if not heat_cols and not label_cols and not ins_cols and not boundary_col:
         return None
     plt = _plt()
-    n_cols = 1 + len(heat_cols) + len(label_cols) + len(ins_cols)
+    n_cols = 1 + len(heat_cols) + len(boundary_col) + len(label_cols) + len(ins_cols)
     fig, axes = plt.subplots(len(ids), n_cols, figsize=(1.6 * n_cols, 1.6 * len(ids)), dpi=120,
                              squeeze=False)
-    titles = ["image", *heat_cols, *label_cols, *ins_cols]
+    titles = ["image", *heat_cols, *boundary_col, *label_cols, *ins_cols]
     for row, img_id in enumerate(ids):
         image = read_image(image_paths[img_id])
         panels = [image]  # None where this image's file is missing: its cell stays blank
@@ -125,6 +128,9 @@ def plot_examples(image_paths: dict[str, Path], heatmap_dirs: dict[str, Path],
             rgb = None if heat is None else plt.get_cmap("jet")(heat)[..., :3] * 255
             fits = rgb is not None and rgb.shape == image.shape  # a map of another image: blank
             panels.append((0.5 * image + 0.5 * rgb).astype(np.uint8) if fits else None)
+        if boundary_col:
+            grey = (255 * np.clip(boundaries[img_id], 0, 1)).astype(np.uint8)
+            panels.append(np.repeat(grey[..., None], 3, axis=2) if grey.shape == image.shape[:2] else None)
         for d in label_cols.values():
             png = Path(d) / f"{img_id}.png"
             panels.append(colour_labels(load_png(png)) if png.is_file() else None)
@@ -321,7 +327,7 @@ def write_report(metrics_file: str | Path, timings: dict[str, float], out_md: st
     if ppmg is not None:
         lines += ["", ppmg]
     if examples_png is not None:
-        lines += ["", f"![image, CAM, AMN map, pseudo-mask, ground truth, instances]"
+        lines += ["", f"![image, CAM, AMN map, IRN boundary, pseudo-mask, ground truth, instances]"
                       f"({examples_png.name})"]
     if notes:
         lines += ["", "Notes:"] + [f"- {note}" for note in notes]

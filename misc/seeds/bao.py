@@ -1,5 +1,6 @@
-"""BAO's two label rules (docs/bao.md §4): the teacher's training-time pseudo-label from its
-TransCAM, and the inference-time normalisation of [AM background, TransCAM foreground]."""
+"""BAO's label rules (docs/bao.md §4, §5): the teacher's training-time pseudo-label from its
+foreground maps, the inference-time normalisation of [learned background, foreground], the
+threshold-free labels of AMN's own background channel, and the label CRF that ends them."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,6 +38,26 @@ def reference_min_max(scores: torch.Tensor) -> torch.Tensor:
     return (kept - lo - 1e-5) / (hi - lo + 1e-5)
 
 
+def threshold_free_labels(prob: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The two threshold-free labels of AMN's probabilities (docs/bao.md §5.1): (a) the argmax
+    of the softmax over [background, present classes], as the reference's per-epoch validation
+    of train_amn; (b) BAO's rule: every channel min-max normalised on its own
+    (`reference_min_max`), then the argmax (eval_amn_cam adds the label CRF).
+
+    prob (K+1, H, W) in [0, 1], channels `keep` (K+1,) class ids [0, present classes + 1]
+    -> (2, H, W) uint8 class ids in 0..C."""
+    picks = torch.stack([prob.argmax(dim=0), reference_min_max(prob).argmax(dim=0)])
+    return keep[picks].to(torch.uint8)
+
+
+def crf_label(label: np.ndarray, image_path: str, n_labels: int, gt_prob: float) -> np.ndarray:
+    """BAO's label CRF (infer_bao's crf_inference_label, docs/bao.md §4.2) of one (H, W) class-id
+    map on its image -> (H, W) uint8 class ids."""
+    crf = crf_inference_label(read_image(image_path), label.astype(np.int64), n_labels,
+                              gt_prob=gt_prob)
+    return crf.astype(np.uint8)
+
+
 # (map path, image path, output path, n_labels, gt_prob)
 CrfJob = tuple[str, str, str, int, float]
 
@@ -45,8 +66,5 @@ def crf_label_one(job: CrfJob) -> str:
     """make_bao's last step for one image (docs/bao.md §4.2): the argmax label stored in its map
     file, refined by the label CRF (gt_prob, n_labels), written as a PNG of class ids 0..C."""
     map_path, image_path, out_path, n_labels, gt_prob = job
-    label = load_maps(map_path)["label"]
-    crf = crf_inference_label(read_image(image_path), label.astype(np.int64), n_labels,
-                              gt_prob=gt_prob)
-    save_png(out_path, crf.astype(np.uint8))
+    save_png(out_path, crf_label(load_maps(map_path)["label"], image_path, n_labels, gt_prob))
     return out_path

@@ -25,13 +25,14 @@ from misc.imutils import pil_resize
 from misc.io.maps import save_maps
 from misc.io.png import load_png
 from misc.io.records import is_done
-from misc.seeds.bao import reference_min_max
+from misc.seeds.bao import reference_min_max, threshold_free_labels
 from misc.seeds.padded_batch import crop_outputs, pad_to_canvas, valid_region_masks
 
 # forward(x (2B,3,h,w) normalised, labels (2B,C)) -> (2B, C', h', w') scores or logits
 ForwardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # merge(per-scale flip-merged outputs [(C', h_s', w_s')], label (C,), (H, W), image id)
-#   -> (keys, cam, high_res) or (keys, cam, high_res, hard label (H, W)): save_maps' arrays
+#   -> (keys, cam, high_res) or (keys, cam, high_res, hard labels (H, W) or (L, H, W)):
+#   save_maps' arrays
 MergeFn = Callable[[list, torch.Tensor, tuple, str], tuple]
 
 
@@ -196,41 +197,65 @@ def transcam_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[in
     return keys, maps[0], maps[1]
 
 
-def bao_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
-              _name=None):
-    """make_bao's merge (docs/bao.md §4.2): the views' flip-summed [AM_0, M*_1..C] resized
-    bilinearly to the image (and to stride 4) and summed, multiplied by [1, y], ReLU, each
-    channel normalised as infer_bao (`reference_min_max`, absent classes -1), argmax.
-
-    outs: [(C+1, h_s, w_s)] real-valued; returns keys (K,) 0-based, cam (K+1, h4, w4) and
-    high_res (K+1, H, W) [background, present classes] clipped to [0, 1] for storage, and the
-    argmax label (H, W) uint8 in 0..C taken before the clip (the clip would send pixels where
-    every channel sits at its minimum to background)."""
+def _bao_maps(scores: Callable[[tuple], torch.Tensor], label: torch.Tensor,
+              size: tuple[int, int]) -> tuple:
+    """BAO's inference rule on per-image scores (C+1, h, w) = `scores(out_size)` [background,
+    classes] at stride 4 and full size: multiplied by [1, y], ReLU, each channel normalised as
+    infer_bao (`reference_min_max`, absent classes -1), argmax. Returns keys (K,) 0-based, cam
+    (K+1, h4, w4) and high_res (K+1, H, W) [background, present classes] clipped to [0, 1] for
+    storage, and the full-size argmax label (H, W) uint8 in 0..C taken before the clip (the
+    clip would send pixels where every channel sits at its minimum to background)."""
     keys = present_keys(label)
     keep = torch.cat([keys.new_zeros(1), keys + 1])
     gate = torch.cat([label.new_ones(1), label])[:, None, None]
     maps, hard = [], None
     for out_size in (strided_size(size, 4), tuple(size)):
-        norm = reference_min_max(F.relu(resize_sum(outs, out_size) * gate))
+        norm = reference_min_max(F.relu(scores(out_size) * gate))
         maps.append(norm[keep].clamp(0, 1))
         hard = norm.argmax(dim=0).to(torch.uint8)
     return keys, maps[0], maps[1], hard
 
 
-def amn_merge(ir_label_dir: str | Path) -> MergeFn:
-    """make_amn_cam's merge (docs/pipeline.md §3.6): mean of the scales' logits at stride 4 and straight at
-    full size, softmax, keep [background, present classes], min-max per channel, and keep the
-    raw probability where the CAM IR label (PIL-nearest resized) is confident background.
+def bao_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
+              _name=None):
+    """make_bao's merge (docs/bao.md §4.2): the views' flip-summed [AM_0, M*_1..C] (C+1, h_s,
+    w_s), real-valued, resized bilinearly to the image (and to stride 4) and summed, then
+    `_bao_maps`' rule."""
+    return _bao_maps(lambda out_size: resize_sum(outs, out_size), label, size)
 
-    Returns keys (K,), cam (K+1, h4, w4), high_res (K+1, H, W), background first, in [0, 1]."""
+
+def amn_probabilities(outs: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+    """AMN's per-pixel class probabilities: the mean of the scales' flip-averaged logits
+    [(C+1, h_s, w_s)] resized bilinearly to `out_size`, softmax over the C+1 channels."""
+    return F.softmax(resize_sum(outs, out_size) / len(outs), dim=0)
+
+
+def bao_amn_merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
+                  _name=None):
+    """make_bao_amn's merge (docs/bao.md §5.2): BAO's rule (`_bao_maps`) on the BAO-trained
+    AMN's probabilities (`amn_probabilities`): its background channel against its foreground
+    channels, each min-max normalised, argmax."""
+    return _bao_maps(lambda out_size: amn_probabilities(outs, out_size), label, size)
+
+
+def amn_merge(ir_label_dir: str | Path) -> MergeFn:
+    """make_amn_cam's merge (docs/pipeline.md §3.6): mean of the scales' logits at stride 4 and
+    straight at full size, softmax, keep [background, present classes], min-max per channel, and
+    keep the raw probability where the CAM IR label (PIL-nearest resized) is confident
+    background. Beside the maps, the two threshold-free labels of the full-size probabilities
+    (`threshold_free_labels`, docs/bao.md §5.1), which eval_amn_cam scores with
+    --amn_bao_eval True.
+
+    Returns keys (K,), cam (K+1, h4, w4), high_res (K+1, H, W), background first, in [0, 1],
+    and labels (2, H, W) uint8 in 0..C."""
     def merge(outs: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int], name: str):
         keys = present_keys(label)
         keep = torch.cat([keys.new_zeros(1), keys + 1])
         ir_label = load_png(Path(ir_label_dir) / f"{name}.png")
         maps = []
         for out_size in (strided_size(size, 4), tuple(size)):
-            prob = F.softmax(resize_sum(outs, out_size) / len(outs), dim=0)[keep]
+            prob = amn_probabilities(outs, out_size)[keep]
             confident_bg = torch.from_numpy(pil_resize(ir_label, out_size, 0) == 0).to(prob.device)
             maps.append(torch.where(confident_bg, prob, min_max(prob)))
-        return keys, maps[0], maps[1]
+        return keys, maps[0], maps[1], threshold_free_labels(prob, keep)
     return merge

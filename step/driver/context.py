@@ -93,14 +93,24 @@ def irn_inference(args: argparse.Namespace, out_dir: Path, suffix: str
     device (its forward under --amp / --channels_last), and this rank's share of --infer_list
     still missing `out_dir/<id><suffix>` (all of it with --overwrite) as full-size single-scale
     samples."""
+    ids = [i for i in dist.shard(id_list(args.infer_list))
+           if args.overwrite or not is_done(out_dir / f"{i}{suffix}")]
+    return irn_forward(args), irn_samples(args, ids), device(args)
+
+
+def irn_forward(args: argparse.Namespace) -> Callable:
+    """The trained IRN (--irn_weights_name) in eval mode on this process's device, its forward
+    under --amp / --channels_last."""
     model = network(args.irn_network, "--irn_network")()
     load_checkpoint(model, args.irn_weights_name, made_by="train_irn (--train_irn_pass True)",
                     ignore_prefixes=REFERENCE_LOSS_BUFFERS)
     model.to(device(args)).eval()
-    ids = [i for i in dist.shard(id_list(args.infer_list))
-           if args.overwrite or not is_done(out_dir / f"{i}{suffix}")]
-    samples = MultiScaleDataset(ids, dataset(args), args.infer_list, (1.0,))
-    return fast_forward(args, model), samples, device(args)
+    return fast_forward(args, model)
+
+
+def irn_samples(args: argparse.Namespace, ids: list[str]) -> MultiScaleDataset:
+    """Full-size single-scale samples of `ids` (images of --infer_list), as IRN infers them."""
+    return MultiScaleDataset(ids, dataset(args), args.infer_list, (1.0,))
 
 
 def cpu_workers(args: argparse.Namespace) -> int:

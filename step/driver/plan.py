@@ -24,7 +24,7 @@ from misc.data.dataset import load_img_name_list
 from misc.engine import dist
 from misc.engine.log import log
 from misc.errors import UserError
-from misc.io.checkpoints import load_checkpoint
+from misc.io.checkpoints import load_bao_checkpoint, load_checkpoint
 from net import conformer
 from net.deeplabv2 import BACKBONES, SEG_WEIGHTS_HELP, deeplab_v2_msc
 from net.resnet50 import WEIGHTS_HELP, ResNet50, load_backbone_weights
@@ -42,13 +42,14 @@ BYTES_PER_PIXEL = {"cam_out_dir": 0.65, "amn_cam_out_dir": 0.95,    # per channe
                    "transcam_out_dir": 0.65,                         # as CAMs: same format
                    # as AMN maps, plus the argmax label plane (estimated, not measured)
                    "bao_cam_out_dir": 1.0, "bao_out_dir": 0.05,
+                   "bao_amn_cam_out_dir": 1.0, "bao_amn_out_dir": 0.05,
                    "ir_label_out_dir": 0.06, "amn_ir_label_out_dir": 0.05,
                    "sem_seg_out_dir": 0.04, "ins_seg_out_dir": 0.07,
                    "seg_pred_out_dir": 0.09, "seg_test_out_dir": 0.09,
                    "seg_gt_pred_out_dir": 0.09}
 # map channels beyond the classes
 EXTRA_CHANNELS = {"cam_out_dir": 0, "amn_cam_out_dir": 1, "transcam_out_dir": 0,
-                  "bao_cam_out_dir": 1}
+                  "bao_cam_out_dir": 1, "bao_amn_cam_out_dir": 1}
 # Checkpoint bytes (torch.save of the state_dict at 20 and 80 classes, fitted linearly):
 # (bytes, bytes per foreground class). Training also keeps the resumable state (weights and
 # optimiser buffers) beside it: counted as TRAINING_COPIES checkpoints.
@@ -57,15 +58,17 @@ CHECKPOINT_BYTES = {"cam": (94.39e6, 8.2e3), "amn": (94.73e6, 303e3), "irn": (10
                     # Conformer-S: 36.47 M float32 values at 20 classes, 9,602 a class (heads)
                     "transcam": (145.1e6, 38.4e3),
                     # BAO: TransCAM + label_enc (1024 a class) and classifier_x (9 x 1024 a
-                    # class), float32; estimated from the shapes, not measured
-                    "bao": (145.14e6, 79.4e3)}
+                    # class), float32, twice (student and teacher); estimated from the shapes,
+                    # not measured; BAO on the AMN: AMN's checkpoint twice
+                    "bao": (290.28e6, 158.8e3), "bao_amn": (189.46e6, 606e3)}
 TRAINING_COPIES = 3
 MEAN_CLASSES = 1.5  # classes per image when a list has no image-level labels (VOC: 1.56)
 SIZE_SAMPLE = 20    # images whose header gives a list's mean size
 
 # read flags whose files a pass makes under another flag: train_seg's labels are make_sem_seg's
-# pseudo-masks, also when --seg_label_dir names a folder of its own
-MADE_AS = {"seg_label_dir": "sem_seg_out_dir"}
+# pseudo-masks, also when --seg_label_dir names a folder of its own; train_irn's the AMN IR
+# labels (or any pass's labels: --irn_label_dir)
+MADE_AS = {"seg_label_dir": "sem_seg_out_dir", "irn_label_dir": "amn_ir_label_out_dir"}
 
 class PlanError(UserError, FileNotFoundError, ValueError):
     """This call's passes cannot all run: one message lists every problem. Both a
@@ -518,12 +521,15 @@ def _network(args: argparse.Namespace, n_classes: int, flag: str) -> torch.nn.Mo
         return conformer.Net(n_classes, with_bao_layers=True, depth=args.transcam_depth)
     if flag == "cam_weights_name":
         return context.network(args.cam_network, "--cam_network")(n_classes)
-    if flag == "amn_weights_name":
+    if flag in ("amn_weights_name", "bao_amn_weights_name"):  # BAO-AMN: the AMN network
         return context.network(args.amn_network, "--amn_network")(n_classes,
                                                                  dropout=args.amn_dropout)
     if flag == "irn_weights_name":
         return context.network(args.irn_network, "--irn_network")()
     return deeplab_v2_msc(n_classes + 1, args.seg_backbone, args.seg_backbone_style)
+
+
+BAO_CHECKPOINTS = ("bao_weights_name", "bao_amn_weights_name")  # student + teacher.*
 
 
 def _checkpoint(flag: str, writer: str) -> Callable[[argparse.Namespace, int, str | None], None]:
@@ -533,8 +539,11 @@ def _checkpoint(flag: str, writer: str) -> Callable[[argparse.Namespace, int, st
 
     def check(args: argparse.Namespace, n_classes: int, path: str | None) -> None:
         model = _placeholder_or(lambda: _network(args, n_classes, flag), path)
-        load_checkpoint(model, path, made_by=f"{writer} (--{writer}_pass True)",
-                        ignore_prefixes=ignore)
+        made_by = f"{writer} (--{writer}_pass True)"
+        if flag in BAO_CHECKPOINTS:  # the network make_bao(_amn) takes: student or teacher
+            load_bao_checkpoint(model, path, args.bao_infer_model, made_by)
+        else:
+            load_checkpoint(model, path, made_by=made_by, ignore_prefixes=ignore)
     return check
 
 

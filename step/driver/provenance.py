@@ -32,12 +32,15 @@ from step.driver.interface import Files, Step
 def path_of(args: argparse.Namespace, flag: str) -> str | None:
     """The path a declared path flag names under the resolved flags. Besides the parser's
     flags: `seg_label_dir` defaults to --sem_seg_out_dir (`gt` means the dataset's ground
-    truth, which is not an output), `cocoann_source` is the folder make_cocoann exports,
+    truth, which is not an output), `irn_label_dir` defaults to --amn_ir_label_out_dir,
+    `cocoann_source` is the folder make_cocoann exports,
     `seg_backbone_weights` defaults to --backbone_weights for a ResNet-50 DeepLab,
     `conformer_weights` `none` (random initialisation) is no file."""
     if flag == "seg_label_dir":
         value = args.seg_label_dir or args.sem_seg_out_dir
         return None if value == "gt" else value
+    if flag == "irn_label_dir":
+        return args.irn_label_dir or args.amn_ir_label_out_dir
     if flag == "cocoann_source":
         return args.sem_seg_out_dir if args.cocoann_from_sem_seg else args.ins_seg_out_dir
     if flag == "seg_test_out_dir" and not args.seg_test_list:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from misc.engine import dist
 from misc.engine.log import log
@@ -18,10 +19,12 @@ from step.driver.interface import NON_NEGATIVE, Domain, Flag, str2bool
 
 
 def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background_channel: bool,
-                  step: str, threshold: float | None = None) -> dict:
+                  step: str, threshold: float | None = None,
+                  extra_rows: Callable[[], dict] | None = None) -> dict:
     """eval_cam / eval_amn_cam / eval_transcam: `map_dir` at `threshold` (default
     --cam_eval_thres) and every --sweep_thres (and, with --ppmg_eval True, PPMG at every
-    --ppmg_alphas x --ppmg_cv_scales), appended to --metrics_file."""
+    --ppmg_alphas x --ppmg_cv_scales; and the entries `extra_rows()` returns), appended to
+    --metrics_file."""
     if not dist.is_main():
         return {}
     data = dataset(args)
@@ -35,6 +38,8 @@ def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background
         record.update(evaluate_ppmg(eval_ids(args), map_dir, data.image_path, data.gt_dir(),
                                     data.class_names, settings, drop_background_channel,
                                     cpu_workers(args)))
+    if extra_rows is not None:
+        record.update(extra_rows())
     append_metrics(args.metrics_file, record)
     log(f"{step}: mIoU {100 * record['miou']:.2f} at threshold {threshold}; "
         f"best {100 * record['best_miou']:.2f} at {record['best_threshold']:.2f}")
@@ -45,6 +50,9 @@ def run_seed_eval(args: argparse.Namespace, map_dir: str | Path, drop_background
         rows = ", ".join(f"{name} {100 * miou:.2f}" for name, miou in record["ppmg"].items())
         log(f"  PPMG ({record['ppmg_seconds']:.1f} s): {rows}; best {100 * best['miou']:.2f} "
             f"at {setting_name(best['alpha'], best['cv_scale'])}")
+    for row, score in record.get("threshold_free", {}).items():
+        log(f"  threshold-free {row}: mIoU {100 * score['miou']:.2f} (FP "
+            f"{100 * score['mean_fp']:.2f}, FN {100 * score['mean_fn']:.2f})")
     return record
 
 

@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from misc.engine import dist
@@ -24,6 +25,7 @@ from misc.io.atomic import atomic_path, remove_stale_temporaries
 from misc.io.dataset_tag import claim_folders
 from misc.io.lock import lock_folders, release
 from misc.io.records import record_of
+from misc.irn.sem_seg import boundary_map
 from misc.report.run_report import best_effort, plot_examples, write_report
 from step.driver import context, resolve
 from step.driver.flags import Flags, given_flags
@@ -160,14 +162,31 @@ def unread_notes(pipeline: Pipeline, argv: list[str] | None, passes: list[str]) 
 
 
 def draw_examples(args: Flags, out_png: Path, n: int = 4) -> Path | None:
-    """The first `n` images of the infer list with their CAM, AMN map, pseudo-mask, GT and
-    instance labels."""
+    """The first `n` images of the infer list with their CAM, AMN map, IRN boundaries,
+    pseudo-mask, GT and instance labels."""
     data = context.dataset(args)
     ids = context.id_list(args.infer_list)[:n]
     return plot_examples({i: data.image_path(i) for i in ids},
                          {"CAM": args.cam_out_dir, "AMN": args.amn_cam_out_dir},
                          {"pseudo-mask": args.sem_seg_out_dir, "ground truth": data.gt_dir()},
-                         out_png, instance_dirs={"instances": args.ins_seg_out_dir})
+                         out_png, instance_dirs={"instances": args.ins_seg_out_dir},
+                         boundaries=example_boundaries(args, ids))
+
+
+def example_boundaries(args: Flags, ids: list[str]) -> dict[str, np.ndarray]:
+    """id -> IRN's boundary map (H, W) in [0, 1], as make_sem_seg_labels walks it (image and
+    mirror), each stride-4 cell repeated over its 4x4 pixels; {} without an IRN checkpoint."""
+    if not Path(args.irn_weights_name).is_file():
+        return {}
+    forward, samples = context.irn_forward(args), context.irn_samples(args, ids)
+    out = {}
+    with torch.inference_mode():
+        for k, img_id in enumerate(ids):
+            sample = samples[k]
+            b = boundary_map(forward, sample["imgs"][0].to(context.device(args)), args.irn_crop_size)
+            h, w = sample["size"]
+            out[img_id] = b.float().cpu().numpy().repeat(4, 0).repeat(4, 1)[:h, :w]
+    return out
 
 
 def finish_run(pipeline: Pipeline, args: Flags, timings: dict[str, float],

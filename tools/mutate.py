@@ -1,0 +1,257 @@
+"""Mutation testing of one module against the tests that cover it (mutmut, not in CI: slow).
+
+    python -m tools.mutate misc/io/records.py            # the covering tests from TARGETS
+    python -m tools.mutate misc/io/records.py --tests tests/test_records.py tests/test_plan.py
+    python -m tools.mutate --all                         # every module of TARGETS, in turn
+
+mutmut changes the source on disk, so the run happens in a scratch copy of the tracked files:
+the working tree is never mutated, even when a run is killed. Each mutant (one small change:
+an operator, a constant, a keyword) runs the covering tests; a mutant that every test passes
+"survived". Survivors that cannot change behaviour are listed, with the reason, in
+tools/mutation_equivalents.toml; the score is killed / (mutants - equivalent). The run writes
+result/mutation/<module>.md (the survivors' diffs) and updates result/mutation/summary.json.
+docs/mutation.md explains how to read and act on them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EQUIVALENTS = ROOT / "tools" / "mutation_equivalents.toml"
+OUT = ROOT / "result" / "mutation"
+
+# module -> the test files that cover it: the modules that decide numbers and provenance
+TARGETS: dict[str, list[str]] = {
+    "misc/io/records.py": ["tests/test_records.py"],
+    "step/driver/plan.py": ["tests/test_plan.py"],
+    "misc/io/maps.py": ["tests/test_records.py"],
+    "misc/eval/metrics.py": ["tests/test_metrics.py"],
+    "misc/eval/ins_eval.py": ["tests/test_ins_eval.py"],
+    "misc/irn/ins_seg.py": ["tests/test_ins_seg.py"],
+    "misc/irn/random_walk.py": ["tests/test_random_walk.py"],
+    "misc/irn/path_index.py": ["tests/test_path_index.py"],
+    "misc/engine/losses.py": ["tests/test_irn_loss.py", "tests/test_amn.py", "tests/test_puf.py"],
+    "coco14/prepare.py": ["tests/test_coco14.py"],
+    "misc/eval/coco_export.py": ["tests/test_coco_export.py"],
+    "misc/report/repeats.py": ["tests/test_repeats.py"],
+    "misc/engine/train.py": ["tests/test_resume.py"],
+    "misc/engine/dist.py": ["tests/test_distributed.py"],
+}
+
+# mutmut's statuses, as its cache stores them
+KILLED, SURVIVED, TIMEOUT, SUSPICIOUS = "ok_killed", "bad_survived", "bad_timeout", "ok_suspicious"
+
+
+def scratch_copy(dest: Path) -> None:
+    """The tracked and untracked-but-not-ignored files of the working tree, copied to dest."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider"]  # stop at the first failure, no cache
+
+
+def serve(sock_path: str) -> None:
+    """Fork one pytest per request, after importing the heavy libraries once.
+
+    Importing torch and collecting dominates a small module's test time, so the server imports
+    the third-party libraries (never a project module: each child must import the mutated source
+    from disk) and forks a child per mutant. A request is {"args", "cwd", "client"}; the reply is
+    pytest's exit code. The child is killed when its client is (mutmut's timeout kills the client).
+    """
+    import numpy  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import pytest
+    import scipy.ndimage  # noqa: F401
+    import torch  # noqa: F401
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(1)
+    while True:
+        conn, _ = server.accept()
+        request = json.loads(conn.makefile().readline())
+        pid = os.fork()
+        if pid == 0:
+            os.chdir(request["cwd"])
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os._exit(int(pytest.main(request["args"])))
+        code = wait_for(pid, request["client"])
+        conn.sendall(f"{code}\n".encode())
+        conn.close()
+
+
+def wait_for(child: int, client: int) -> int:
+    """The child's exit code; kills it (and answers 1) once the client process is gone."""
+    while True:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        try:
+            os.kill(client, 0)
+        except ProcessLookupError:
+            os.kill(child, 9)
+            os.waitpid(child, 0)
+            return 1
+        time.sleep(0.02)
+
+
+def client(sock_path: str, tests: list[str]) -> int:
+    """mutmut's runner: ask the server for one pytest run of tests; its exit code."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(sock_path)
+    request = {"args": PYTEST_ARGS + tests, "cwd": os.getcwd(), "client": os.getpid()}
+    conn.sendall((json.dumps(request) + "\n").encode())
+    return int(conn.makefile().readline())
+
+
+def run_mutmut(work: Path, module: str, tests: list[str]) -> None:
+    sock_path = str(work / ".pytest-server")
+    server = subprocess.Popen([sys.executable, "-m", "tools.mutate", "--serve", sock_path], cwd=work)
+    try:
+        while not os.path.exists(sock_path):
+            time.sleep(0.1)
+        runner = f"{sys.executable} -m tools.mutate --client {sock_path} " + " ".join(tests)
+        cmd = [sys.executable, "-m", "mutmut", "run", "--paths-to-mutate", module,
+               "--runner", runner, "--tests-dir", "tests", "--no-progress", "--simple-output",
+               # generous timeouts: the machine is often shared; a slow mutant is not a killed one
+               "--test-time-multiplier", "4", "--test-time-base", "20"]
+        subprocess.run(cmd, cwd=work, check=False)
+    finally:
+        server.kill()
+
+
+def mutants(work: Path, module: str) -> list[tuple[int, str]]:
+    """(mutmut id, status) of every mutant of module in the scratch copy's cache."""
+    con = sqlite3.connect(work / ".mutmut-cache")
+    rows = con.execute(
+        "SELECT m.id, m.status FROM Mutant m JOIN Line l ON m.line = l.id "
+        "JOIN SourceFile s ON l.sourcefile = s.id WHERE s.filename = ?", (module,)).fetchall()
+    con.close()
+    return sorted(rows)
+
+
+def diff(work: Path, mutant_id: int) -> str:
+    return subprocess.run([sys.executable, "-m", "mutmut", "show", str(mutant_id)], cwd=work,
+                          capture_output=True, text=True).stdout
+
+
+def changed_lines(unified: str) -> tuple[str, str]:
+    """(original, mutated) line of a one-line mutant's diff, stripped."""
+    old = [ln[1:].strip() for ln in unified.splitlines() if ln.startswith("-") and not ln.startswith("---")]
+    new = [ln[1:].strip() for ln in unified.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    return " / ".join(old), " / ".join(new)
+
+
+def load_equivalents() -> dict[str, list[dict]]:
+    """module -> [{original, mutated, reason}]: survivors that cannot change behaviour."""
+    if not EQUIVALENTS.exists():
+        return {}
+    return tomllib.loads(EQUIVALENTS.read_text()).get("module", {})
+
+
+def is_equivalent(entry: tuple[str, str], listed: list[dict]) -> dict | None:
+    return next((e for e in listed if (e["original"].strip(), e["mutated"].strip()) == entry), None)
+
+
+def mutate(module: str, tests: list[str]) -> dict:
+    """Run mutmut on module in a scratch copy; write its survivors; return its score row."""
+    start = time.time()
+    listed = load_equivalents().get(module, [])
+    with tempfile.TemporaryDirectory(prefix="mutate-") as tmp:
+        work = Path(tmp)
+        scratch_copy(work)
+        run_mutmut(work, module, tests)
+        rows = mutants(work, module)
+        survivors, equivalent = [], []
+        for mid, status in rows:
+            if status == KILLED:
+                continue
+            text = diff(work, mid)
+            entry = is_equivalent(changed_lines(text), listed) if status == SURVIVED else None
+            if entry:
+                equivalent.append((text, entry["reason"]))
+            else:
+                survivors.append((status, text))
+    killed = sum(status == KILLED for _, status in rows)
+    timeouts = sum(status == TIMEOUT for _, status in rows)
+    judged = len(rows) - len(equivalent)
+    row = {"module": module, "tests": tests, "mutants": len(rows), "killed": killed,
+           "timeout": timeouts, "equivalent": len(equivalent),
+           "survived": len(survivors) - timeouts,  # untested and suspicious ones included
+           # a mutant that hangs the tests is caught too: the run fails
+           "score": round((killed + timeouts) / judged, 4) if judged else 1.0,
+           "seconds": round(time.time() - start, 1)}
+    write_report(module, row, survivors, equivalent)
+    return row
+
+
+def write_report(module: str, row: dict, survivors: list, equivalent: list) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Mutation testing of {module}", "",
+             f"tests: {' '.join(row['tests'])}", "",
+             f"mutants {row['mutants']}, killed {row['killed']}, timeout {row['timeout']}, "
+             f"equivalent {row['equivalent']}, survived {row['survived']}: "
+             f"score {row['score']:.1%} in {row['seconds']} s", "", "## Survivors", ""]
+    for status, text in survivors:
+        lines += [f"({status})", "```diff", text.strip(), "```", ""]
+    lines += ["## Equivalent (tools/mutation_equivalents.toml)", ""]
+    for text, reason in equivalent:
+        lines += [f"reason: {reason}", "```diff", text.strip(), "```", ""]
+    (OUT / (module.removesuffix(".py").replace("/", ".") + ".md")).write_text("\n".join(lines))
+    summary_path = OUT / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary[module] = row
+    summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("module", nargs="?", help="a source path, e.g. misc/io/records.py")
+    p.add_argument("--tests", nargs="+", help="the covering test files (default: TARGETS)")
+    p.add_argument("--all", action="store_true", help="every module of TARGETS")
+    p.add_argument("--serve", metavar="SOCKET", help=argparse.SUPPRESS)
+    p.add_argument("--client", metavar="SOCKET", help=argparse.SUPPRESS)
+    args, rest = p.parse_known_args(argv)
+    if args.serve:
+        serve(args.serve)
+        return 0
+    if args.client:
+        return client(args.client, [args.module, *rest] if args.module else rest)
+    if rest:
+        p.error(f"unknown arguments {rest}")
+    if args.all == bool(args.module):
+        p.error("give one module or --all")
+    modules = list(TARGETS) if args.all else [args.module]
+    for module in modules:
+        tests = args.tests or TARGETS.get(module)
+        if not tests:
+            p.error(f"{module}: not in tools/mutate.py TARGETS; name its tests with --tests")
+        if not (ROOT / module).is_file():
+            p.error(f"{module}: no such file under {ROOT}")
+        row = mutate(module, tests)
+        print(f"{module}: {row['killed'] + row['timeout']}/{row['mutants'] - row['equivalent']} "
+              f"killed ({row['score']:.1%}), {row['equivalent']} equivalent, "
+              f"{row['survived']} survived, {row['seconds']} s -> {OUT}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
