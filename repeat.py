@@ -1,6 +1,7 @@
 """Run the same run_sample.py call once per seed, then aggregate the seeds' numbers.
 
     python repeat.py --seeds 0 1 2 3 4                       # the toy chain, five seeds
+    python repeat.py --seeds 0 1 --seg_puf clamp --arm ce "--seg_puf none"   # and an arm
     python repeat.py --seeds 0 1 --train_cam_pass True --make_cam_pass True --eval_cam_pass True
     torchrun --nproc_per_node 4 repeat.py --seeds 0 1 2 --voc12_root VOC2012 ...
 
@@ -11,11 +12,18 @@ result/seeds/seed0/cam, sess/res50_cam.pth -> sess/seeds/seed0/res50_cam.pth). A
 the seeds whose run with this same command finished (misc/repeats.is_finished); then
 summary.md, summary.json and threshold_band.png go to result/seeds/ (the --metrics_file folder's
 seeds/). Under torchrun every rank runs the same seed loop; rank 0 writes the summary.
+
+`--arm NAME "FLAGS"` (repeatable) also runs, per seed, the same call with FLAGS appended (later
+flags win), wholly in its own folders (`seeds/NAME/seed<k>`: nothing is shared with the main
+run, so the arm redoes the chain); its numbers join the summary as `NAME.<metric>`, which
+claims such as PUF against plain CE read (misc/report/repeats.CLAIMS, docs/pmm.md §10).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -29,19 +37,31 @@ from step.driver.workspace import command_line
 SEEDS_FOLDER = "seeds"
 
 
-def parse(argv: list[str] | None) -> tuple[list[int], list[str]]:
-    """(--seeds, the run_sample.py flags); refuses --seed, which each repeat sets."""
+def parse(argv: list[str] | None) -> tuple[list[int], list[str], dict[str, list[str]]]:
+    """(--seeds, the run_sample.py flags, arm name -> its extra flags); refuses --seed, which
+    each repeat sets."""
     # allow_abbrev=False: run_sample's own --seed must not pass for an abbreviation of --seeds
     p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", required=True, help="one run per seed")
+    p.add_argument("--arm", nargs=2, action="append", default=[], metavar=("NAME", "FLAGS"),
+                   help='also run the call with FLAGS (one quoted string) appended, per seed, '
+                        'in seeds/NAME/; its numbers are NAME.<metric> in the summary')
     ours, rest = p.parse_known_args(argv)
-    if any(a == "--seed" or a.startswith("--seed=") for a in rest):
+    arms = {name: shlex.split(flags) for name, flags in ours.arm}
+    if any(a == "--seed" or a.startswith("--seed=") for a in rest + sum(arms.values(), [])):
         p.error("--seed is set per repeat: give the seeds with --seeds")
     if len(set(ours.seeds)) != len(ours.seeds):
         p.error(f"--seeds {ours.seeds}: each seed once")
-    parse_flags(run_sample.PIPELINE, rest)  # a bad flag fails before the first seed
-    return ours.seeds, rest
+    for name in arms:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name.startswith("seed"):
+            p.error(f"--arm {name}: a name of lower-case letters, digits and _, not starting "
+                    f"with 'seed' (it names a folder and the prefix of its metrics)")
+    if len(arms) != len(ours.arm):
+        p.error("--arm: each name once")
+    for extra in [[]] + list(arms.values()):  # a bad flag fails before the first seed
+        parse_flags(run_sample.PIPELINE, rest + extra)
+    return ours.seeds, rest, arms
 
 
 def is_rank0() -> bool:
@@ -56,20 +76,22 @@ def say(message: str) -> None:
         print(message, flush=True)
 
 
-def seed_folder(seed: int) -> str:
-    return f"{SEEDS_FOLDER}/seed{seed}"
+def seed_folder(seed: int, arm: str | None = None) -> str:
+    return f"{SEEDS_FOLDER}/seed{seed}" if arm is None else f"{SEEDS_FOLDER}/{arm}/seed{seed}"
 
 
-def seed_argv(rest: list[str], seed: int) -> list[str]:
+def seed_argv(rest: list[str], seed: int, arm: str | None = None) -> list[str]:
     """run_sample.py flags of one repeat: `rest`, --seed, and every output flag moved into
-    the seed's folder (after the dataset folder run_sample adds: result/coco14/seeds/seed0)."""
+    the seed's folder (after the dataset folder run_sample adds: result/coco14/seeds/seed0),
+    or the arm's (result/seeds/<arm>/seed0) when `arm` is given (`rest` then ends with the
+    arm's flags)."""
     args = parse_flags(run_sample.PIPELINE, rest)
     separate_outputs(run_sample.PIPELINE, args)
     base = str(Path(args.metrics_file).parent)
     argv = [*rest, "--seed", str(seed)]
     for key, value in vars(args).items():
         if is_output_flag(key):  # later flags win: these override `rest`
-            argv += [f"--{key}", insert_folder(value, seed_folder(seed), base)]
+            argv += [f"--{key}", insert_folder(value, seed_folder(seed, arm), base)]
     return argv
 
 
@@ -80,26 +102,36 @@ def metrics_file(argv: list[str]) -> Path:
     return Path(args.metrics_file)
 
 
+def run_seed(argv: list[str], metrics: Path, seed: int, what: str) -> None:
+    """One repeat, unless its run with these flags finished earlier (decided from files of
+    earlier calls, before any run: every rank decides alike)."""
+    if is_finished(metrics.parent, argv):
+        say(f"repeat: {what} finished earlier ({metrics.parent}/report.md), skipped")
+        return
+    say(f"repeat: {what} -> {metrics.parent}")
+    start = time.time()
+    run_sample.main(argv)
+    if is_rank0():
+        mark_finished(metrics.parent, argv, seed, time.time() - start)
+
+
 def main(argv: list[str] | None = None) -> dict[int, Path]:
-    """Run the seeds not yet finished, then (rank 0) write the summary; returns seed ->
-    metrics file."""
-    seeds, rest = parse(argv)
+    """Run the seeds (and their arms) not yet finished, then (rank 0) write the summary;
+    returns seed -> metrics file of the main runs."""
+    seeds, rest, arms = parse(argv)
     runs = {seed: seed_argv(rest, seed) for seed in seeds}
     files = {seed: metrics_file(a) for seed, a in runs.items()}
-    # decided before any run, from files of earlier calls: every rank decides alike
-    done = {seed for seed in seeds if is_finished(files[seed].parent, runs[seed])}
+    arm_runs = {name: {seed: seed_argv(rest + extra, seed, name) for seed in seeds}
+                for name, extra in arms.items()}
+    arm_files = {name: {seed: metrics_file(a) for seed, a in by_seed.items()}
+                 for name, by_seed in arm_runs.items()}
     for seed in seeds:
-        if seed in done:
-            say(f"repeat: seed {seed} finished earlier ({files[seed].parent}/report.md), skipped")
-            continue
-        say(f"repeat: seed {seed} -> {files[seed].parent}")
-        start = time.time()
-        run_sample.main(runs[seed])
-        if is_rank0():
-            mark_finished(files[seed].parent, runs[seed], seed, time.time() - start)
+        run_seed(runs[seed], files[seed], seed, f"seed {seed}")
+        for name in arms:
+            run_seed(arm_runs[name][seed], arm_files[name][seed], seed, f"arm {name}, seed {seed}")
     if is_rank0():
         out = files[seeds[0]].parent.parent
-        say("\n" + write_summary(files, out))
+        say("\n" + write_summary(files, out, arm_files))
         say(f"repeat: {len(seeds)} seeds -> {out}/summary.md (summary.json, threshold_band.png)")
     return files
 

@@ -25,6 +25,7 @@ from step import (
     eval_cam,
     eval_ins_seg,
     eval_seg,
+    eval_seg_cp,
     eval_seg_gt,
     eval_sem_seg,
     eval_transcam,
@@ -34,6 +35,7 @@ from step import (
     make_cam,
     make_cocoann,
     make_ins_seg_labels,
+    make_seg_cp,
     make_sem_seg_labels,
     make_transcam,
     train_amn,
@@ -42,6 +44,7 @@ from step import (
     train_cam,
     train_irn,
     train_seg,
+    train_seg_cp,
     train_seg_gt,
     train_transcam,
 )
@@ -66,6 +69,7 @@ PIPELINE = Pipeline.of([
     train_irn, make_ins_seg_labels, eval_ins_seg, make_sem_seg_labels,   # IRN
     eval_sem_seg, make_cocoann,
     train_seg, eval_seg, train_seg_gt, eval_seg_gt,                      # DeepLab-V2
+    make_seg_cp, train_seg_cp, eval_seg_cp,                              # PMM's CP (optional)
     train_transcam, make_transcam, eval_transcam,                        # TransCAM (optional)
     train_bao, make_bao, eval_bao,                                       # BAO (optional)
 ])

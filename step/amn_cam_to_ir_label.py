@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from step.driver.interface import UNIT, Files, Flag, Step
-from step.driver.runners import ir_label_levels, ir_ppmg_flags, run_ir_label_step
+from step.driver.runners import ir_ppmg_flags, run_ir_label_step
 
 STEP = Step(
     "amn_cam_to_ir_label", "confident IR labels from the AMN maps, for IRN (docs/pipeline.md "
@@ -19,7 +19,6 @@ STEP = Step(
 
 
 def run(args: argparse.Namespace) -> dict:
-    return run_ir_label_step(args, args.amn_cam_out_dir, args.amn_ir_label_out_dir,
-                             ir_label_levels(args, "amn", args.amn_conf_fg_thres,
-                                             args.amn_conf_bg_thres),
+    return run_ir_label_step(args, "amn", args.amn_cam_out_dir, args.amn_ir_label_out_dir,
+                             (args.amn_conf_fg_thres, args.amn_conf_bg_thres),
                              drop_background_channel=True, step="amn_cam_to_ir_label")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from step.driver.interface import UNIT, Files, Flag, Step
-from step.driver.runners import ir_label_levels, ir_ppmg_flags, run_ir_label_step
+from step.driver.runners import ir_ppmg_flags, run_ir_label_step
 
 STEP = Step(
     "cam_to_ir_label", "confident IR labels from the CAMs, dense CRF (docs/pipeline.md §3.4)",
@@ -22,7 +22,6 @@ STEP = Step(
 
 
 def run(args: argparse.Namespace) -> dict:
-    return run_ir_label_step(args, args.cam_out_dir, args.ir_label_out_dir,
-                             ir_label_levels(args, "cam", args.cam_conf_fg_thres,
-                                             args.cam_conf_bg_thres),
+    return run_ir_label_step(args, "cam", args.cam_out_dir, args.ir_label_out_dir,
+                             (args.cam_conf_fg_thres, args.cam_conf_bg_thres),
                              drop_background_channel=False, step="cam_to_ir_label")

@@ -58,39 +58,55 @@ STEP = Step(
     gt=("seg_eval_list",))
 
 
-def settings(args: argparse.Namespace) -> SegInferSettings:
-    return SegInferSettings(scales=tuple(args.seg_infer_scales), flip=bool(args.seg_infer_flip),
-                            crf_params=tuple(args.seg_crf_params) if args.seg_crf else None,
+def infer_settings(args: argparse.Namespace, scales: tuple[float, ...], flip: bool,
+                   crf_params: tuple[float, ...] | None) -> SegInferSettings:
+    """How a pass predicts (eval_seg, make_seg_cp): its views and CRF, and the workers."""
+    return SegInferSettings(scales=tuple(scales), flip=bool(flip),
+                            crf_params=tuple(crf_params) if crf_params is not None else None,
                             num_workers=int(args.num_workers),
                             # the pool runs beside this process's network: one core left to
                             # it (docs/measurements.md)
                             crf_workers=context.cpu_workers(args) - 1)
 
 
+def settings(args: argparse.Namespace) -> SegInferSettings:
+    """eval_seg's views and CRF (--seg_infer_scales, --seg_infer_flip, --seg_crf*)."""
+    return infer_settings(args, args.seg_infer_scales, args.seg_infer_flip,
+                          args.seg_crf_params if args.seg_crf else None)
+
+
 def predict_list(model: Callable, list_name: str, args: argparse.Namespace, out_dir: Path,
-                 device: torch.device, with_gt: bool):
-    """Predictions for every id of a list file; the no-CRF confusion when `with_gt`."""
+                 device: torch.device, with_gt: bool, how: SegInferSettings | None = None):
+    """Predictions for every id of a list file (`how`, default eval_seg's `settings`); the
+    no-CRF confusion when `with_gt`."""
     data = context.dataset(args)
     ids = context.id_list(list_name)
     data.check_images(ids, list_name)
-    return predict_ids(model, ids, data.image_path, out_dir, settings(args), device,
+    return predict_ids(model, ids, data.image_path, out_dir, how or settings(args), device,
                        data.n_classes + 1, data.gt_dir() if with_gt else None)
+
+
+def load_model(args: argparse.Namespace, weights: str, trainer: str
+               ) -> tuple[Callable, torch.device]:
+    """The DeepLab checkpoint `weights` (made by pass `trainer`) in eval mode on this process's
+    device, its forward under --amp / --seg_channels_last, and the device."""
+    device = context.device(args)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False  # every image has its own size (docs/deeplab.md §6.3)
+        allow_tf32(args.seg_tf32)  # for this pass only (run_sample.run_pass)
+    model = deeplab_v2_msc(context.dataset(args).n_classes + 1, args.seg_backbone,
+                           args.seg_backbone_style)
+    load_checkpoint(model, weights, made_by=f"{trainer} (--{trainer}_pass True)")
+    model.to(device).eval()
+    return context.fast_forward(args, model, channels_last=args.seg_channels_last), device
 
 
 def run(args: argparse.Namespace, step: str = "eval_seg") -> dict:
     """Predict and score --seg_eval_list; `step` names its metrics record (eval_seg_gt: the
     DeepLab trained on the ground truth)."""
     data = context.dataset(args)
-    device = context.device(args)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = False  # every image has its own size (docs/deeplab.md §6.3)
-        allow_tf32(args.seg_tf32)  # for this pass only (run_sample.run_pass)
     n = data.n_classes + 1
-    model = deeplab_v2_msc(n, args.seg_backbone, args.seg_backbone_style)
-    trainer = step.replace("eval_", "train_", 1)
-    load_checkpoint(model, args.seg_weights_name, made_by=f"{trainer} (--{trainer}_pass True)")
-    model.to(device).eval()
-    forward = context.fast_forward(args, model, channels_last=args.seg_channels_last)
+    forward, device = load_model(args, args.seg_weights_name, step.replace("eval_", "train_", 1))
     start = time.time()
     eval_list = args.seg_eval_list or args.val_list
     ids = context.id_list(eval_list)

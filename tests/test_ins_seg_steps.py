@@ -198,3 +198,31 @@ def test_no_instance_ground_truth_skips_the_evaluation(chain, tmp_path):
         "--eval_ins_seg_pass", "True", "--ins_seg_out_dir", str(out / "ins_seg")])
     assert result["results"]["eval_ins_seg"] == {}
     assert not (tmp_path / "metrics.jsonl").is_file() or not records(tmp_path, "eval_ins_seg")
+
+
+def test_ppmg_final_masks_record_their_rule_and_the_comparison(chain, tmp_path):
+    """Plug point (iii) through make_sem_seg_labels (docs/pmm.md §8): PPMG masks, the record
+    of PPMG against the constant sweep on the evaluation split, a rerun that keeps them, and a
+    changed alpha that remakes them."""
+    root, out, weights, _ = chain
+    sem = tmp_path / "sem_seg"
+    argv = flags(root, out, weights) + [
+        "--make_sem_seg_pass", "True", "--sem_seg_ppmg", "True", "--sem_seg_out_dir", str(sem),
+        "--metrics_file", str(tmp_path / "metrics.jsonl"), "--log_name", str(tmp_path / "run")]
+    run_sample.main(argv)
+    (rec,) = records(tmp_path, "make_sem_seg")
+    ids = ids_of(root, "train")
+    assert rec["images"] == len(ids) and rec["split"] == "train"
+    best = rec["sweep"][f"{rec['best_threshold']:.2f}"]  # rounded to 5 digits in the record
+    assert best == max(rec["sweep"].values()) and rec["best_miou"] == pytest.approx(best, abs=1e-5)
+    masks = {i: load_png(sem / f"{i}.png") for i in ids}
+    assert any(m.any() for m in masks.values())
+    stamp = {i: (sem / f"{i}.png").stat().st_mtime_ns for i in ids}
+    run_sample.main(argv)  # same flags: every mask kept, nothing made, no comparison
+    assert {i: (sem / f"{i}.png").stat().st_mtime_ns for i in ids} == stamp
+    assert len(records(tmp_path, "make_sem_seg")) == 1
+    run_sample.main(argv + ["--sem_seg_ppmg_alpha", "58.4"])  # crossing 0.05: more foreground
+    assert all((sem / f"{i}.png").stat().st_mtime_ns != stamp[i] for i in ids)
+    assert sum((load_png(sem / f"{i}.png") > 0).sum() for i in ids) >= \
+        sum((m > 0).sum() for m in masks.values())
+    assert len(records(tmp_path, "make_sem_seg")) == 2

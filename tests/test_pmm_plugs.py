@@ -44,3 +44,26 @@ def test_defaults_keep_the_reference_thresholds_and_bad_alphas_name_the_flag():
     args.amn_ir_ppmg_alphas = (11.67, 1.34)
     with pytest.raises(BadInput, match="--amn_ir_ppmg_alphas"):
         ir_label_levels(args, "amn", 0.45, 0.15)
+
+
+def test_ppmg_ir_labels_are_scored_beside_the_thresholds_labels(tiny_toy, tmp_path, r50):
+    """With --amn_ir_ppmg True the IR-label record gains `reference`: the score of the
+    thresholds' labels of the same maps, which a run without PPMG writes and scores itself."""
+    import json
+
+    import run_sample
+    from tests.test_ins_seg_steps import gt_maps
+    from tests.tiny import flags
+
+    gt_maps(tiny_toy, tmp_path)
+    train = str(tiny_toy / "ImageSets" / "Segmentation" / "train.txt")  # gt_maps' AMN maps
+    base = flags(tiny_toy, tmp_path, r50) + ["--amn_cam_to_ir_label_pass", "True",
+                                             "--train_list", train]
+    run_sample.main(base + ["--amn_ir_ppmg", "True", "--amn_ir_label_out_dir",
+                            str(tmp_path / "ppmg_ir")])
+    run_sample.main(base + ["--amn_ir_label_out_dir", str(tmp_path / "thres_ir")])
+    ppmg_row, thres_row = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text()
+                                          .splitlines()) if r["step"] == "amn_cam_to_ir_label"]
+    assert ppmg_row["reference"] == pytest.approx(
+        {"miou": thres_row["miou"], "coverage": thres_row["coverage"]}, abs=1e-12)
+    assert "reference" not in thres_row

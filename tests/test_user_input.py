@@ -216,7 +216,8 @@ def test_a_flag_no_pass_of_the_call_reads_is_reported(fake_voc, tmp_path, r50, c
             "--make_cam_pass", "True", "--infer_list", str(lists / "train.txt")]
     run_sample.main(argv)
     note = ("2 flags given that no pass of this call reads, without effect: --backbone_weights "
-            "(read by train_cam, train_amn, train_irn, train_seg, train_seg_gt), --infer_list "
+            "(read by train_cam, train_amn, train_irn, train_seg, train_seg_gt, train_seg_cp), "
+            "--infer_list "
             "(read by train_irn, make_ins_seg, make_sem_seg, make_cocoann)")
     assert f"note: {note}" in capsys.readouterr().out
     assert f"- {note}" in (out / "report.md").read_text()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from misc.irn.random_walk import INFER_RADIUS, random_walk
 from misc.seeds.multiscale import strided_size
+from misc.seeds.ppmg import ppmg
 
 
 def boundary_map(model: torch.nn.Module, img: torch.Tensor, pad_to: int) -> torch.Tensor:
@@ -28,25 +29,53 @@ def boundary_map(model: torch.nn.Module, img: torch.Tensor, pad_to: int) -> torc
     return torch.sigmoid((edge[0] + edge[1].flip(-1)) / 2)
 
 
-def pseudo_mask(maps: Mapping[str, np.ndarray], boundary: torch.Tensor, size: tuple[int, int],
-                power: float, beta: float, exp_times: int, bg_thres: float,
-                radius: int = INFER_RADIUS) -> torch.Tensor:
-    """Random walk of the AMN seeds over the boundary map -> (H, W) uint8 labels, 0 background,
-    c + 1 for class c.
+def walked_scores(maps: Mapping[str, np.ndarray], boundary: torch.Tensor, size: tuple[int, int],
+                  power: float, beta: float, exp_times: int, radius: int = INFER_RADIUS
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Part (a) of the pseudo-mask, shared by both labelling rules: the random walk of the AMN
+    seeds over the boundary map.
 
     maps: an AMN map file (keys (K,) 0-based classes, cam (K+1, h4, w4) in [0, 1], background
     first); boundary (h4, w4) in [0, 1]. The foreground channels ^ `power` are walked for
-    2^exp_times steps (transition weights (1 - boundary)^beta, within `radius`), upsampled x4 (bilinear) and
-    cropped to `size`, divided by their global max, and compared with a constant background
-    score `bg_thres`."""
-    keys = torch.as_tensor(maps["keys"], device=boundary.device)
+    2^exp_times steps (transition weights (1 - boundary)^beta, within `radius`), upsampled x4
+    (bilinear),
+    cropped to `size` and divided by their global max (over all classes, as the reference).
+    Returns (keys (K,) int64, scores (K, H, W) float in [0, 1]); K = 0 gives an empty (0, H, W)."""
+    keys = torch.as_tensor(maps["keys"], device=boundary.device).long()
     if len(keys) == 0:
-        return torch.zeros(size, dtype=torch.uint8)
+        return keys, torch.zeros((0, *size), device=boundary.device)
     seeds = torch.as_tensor(maps["cam"], device=boundary.device).pow(power)[1:]
     rw = random_walk(seeds, boundary, beta, exp_times, radius)
     up = F.interpolate(rw[None], scale_factor=4, mode="bilinear", align_corners=False)[0]
     up = up[:, :size[0], :size[1]]
-    up = up / up.max()
-    scores = torch.cat([torch.full_like(up[:1], bg_thres), up])
+    return keys, up / up.max()
+
+
+def constant_labels(keys: torch.Tensor, scores: torch.Tensor, bg_thres: float) -> torch.Tensor:
+    """The reference's rule (b): argmax over [bg_thres, scores] (first maximum: a tie with the
+    background score is background). keys (K,), scores (K, H, W) in [0, 1] -> (H, W) uint8,
+    0 background, c + 1 class c."""
+    bg = torch.full((1, *scores.shape[1:]), float(bg_thres), dtype=scores.dtype,
+                    device=scores.device)
     keys_pad = torch.cat([keys.new_zeros(1), keys + 1])
-    return keys_pad[scores.argmax(0)].to(torch.uint8).cpu()
+    return keys_pad[torch.cat([bg, scores]).argmax(0)].to(torch.uint8).cpu()
+
+
+def ppmg_labels(keys: torch.Tensor, scores: torch.Tensor, img: np.ndarray, alpha: float,
+                cv_scale: float) -> torch.Tensor:
+    """PMM's rule (b), plug point (iii) (docs/pmm.md §8): PPMG (CVS at `cv_scale`, background
+    (1 - v)^alpha, per-class CRF, proportional overlap) on the walked scores. keys (K,), scores
+    (K, H, W) in [0, 1], img uint8 (H, W, 3) RGB -> (H, W) uint8, 0 background, c + 1 class c."""
+    return torch.from_numpy(ppmg(img, scores.float().cpu().numpy(), keys.cpu().numpy(),
+                                 alpha=alpha, cv_scale=cv_scale))
+
+
+def pseudo_mask(maps: Mapping[str, np.ndarray], boundary: torch.Tensor, size: tuple[int, int],
+                power: float, beta: float, exp_times: int, bg_thres: float,
+                radius: int = INFER_RADIUS) -> torch.Tensor:
+    """The reference's pseudo-mask: `walked_scores` then `constant_labels` at `bg_thres`:
+    (H, W) uint8 labels, 0 background, c + 1 for class c."""
+    keys, scores = walked_scores(maps, boundary, size, power, beta, exp_times, radius)
+    if len(keys) == 0:
+        return torch.zeros(size, dtype=torch.uint8)
+    return constant_labels(keys, scores, bg_thres)

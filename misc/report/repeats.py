@@ -45,7 +45,21 @@ CLAIMS = (("AMN seed > CAM seed, each at its best threshold (points)",
           ("pseudo-mask > AMN seed at its best threshold (points)",
            "eval_sem_seg.miou", "eval_amn_cam.best_miou", 100),
           ("DeepLab on the ground truth > DeepLab on pseudo-masks (points)",
-           "eval_seg_gt.miou", "eval_seg.miou", 100))
+           "eval_seg_gt.miou", "eval_seg.miou", 100),
+          # PMM's (docs/pmm.md §10): each against the constant rule on the same inputs, PUF
+          # against the `ce` arm (the same call with --seg_puf none), CP's two rounds
+          ("PMM (i): PPMG > the best constant threshold, AMN seeds (points)",
+           "eval_amn_cam.ppmg_best.miou", "eval_amn_cam.best_miou", 100),
+          ("PMM (ii): PPMG IR labels > the thresholds' on the same AMN maps, 255 ignored (points)",
+           "amn_cam_to_ir_label.miou", "amn_cam_to_ir_label.reference.miou", 100),
+          ("PMM (ii): coverage of the PPMG IR labels - the thresholds' (points)",
+           "amn_cam_to_ir_label.coverage", "amn_cam_to_ir_label.reference.coverage", 100),
+          ("PMM (iii): PPMG final masks > the best constant score on the same walks (points)",
+           "make_sem_seg.ppmg", "make_sem_seg.best_miou", 100),
+          ("PMM: DeepLab with PUF > with plain CE (points)",
+           "eval_seg.miou", "ce.eval_seg.miou", 100),
+          ("PMM: DeepLab CP round 2 > round 1 (points)",
+           "eval_seg_cp.miou", "eval_seg.miou", 100))
 
 
 def is_finished(metrics_folder: str | Path, argv: list[str]) -> bool:
@@ -97,10 +111,16 @@ def seed_numbers(metrics_file: str | Path) -> dict[str, float]:
     return numbers
 
 
-def aggregate(metrics_files: dict[int, str | Path]) -> dict[str, dict]:
+def aggregate(metrics_files: dict[int, str | Path],
+              arms: dict[str, dict[int, str | Path]] | None = None) -> dict[str, dict]:
     """Metric -> {n, mean, std, min, max, values: {seed: value}} over the seeds' metrics files
-    (seed -> file), metrics in order of first appearance."""
+    (seed -> file), metrics in order of first appearance; each arm's numbers (arm -> seed ->
+    file, repeat.py --arm) follow under `<arm>.`."""
     per_seed = {seed: seed_numbers(path) for seed, path in metrics_files.items()}
+    for arm, files in (arms or {}).items():
+        for seed, path in files.items():
+            per_seed.setdefault(seed, {}).update(
+                {f"{arm}.{k}": v for k, v in seed_numbers(path).items()})
     names = list(dict.fromkeys(k for numbers in per_seed.values() for k in numbers))
     return {name: stats({seed: nums[name] for seed, nums in per_seed.items() if name in nums})
             for name in names}
@@ -114,15 +134,27 @@ def stats(values: dict[int, float]) -> dict:
             "min": min(v), "max": max(v), "values": values}
 
 
+def verdict(mean: float, std: float | None) -> str:
+    """A claim's effect over seeds: "holds" (mean > 2 std), "reversed" (mean < -2 std),
+    "within noise" (between), "one seed" (no spread)."""
+    if std is None:
+        return "one seed"
+    if mean > 2 * std:
+        return "holds"
+    return "reversed" if mean < -2 * std else "within noise"
+
+
 def claims(table: dict[str, dict]) -> list[dict]:
     """Each claim of CLAIMS over `aggregate`'s table: its per-seed effects (scaled a - b on the
-    seeds having both), their stats and `holds`: mean > 2 std (None with fewer than 2 seeds)."""
+    seeds having both), their stats, `holds`: mean > 2 std (None with fewer than 2 seeds) and
+    `verdict` (`verdict`; "not run" without seeds)."""
     out = []
     for claim, a, b, scale in CLAIMS:
         va, vb = (table.get(m, {}).get("values", {}) for m in (a, b))
         effects = {seed: scale * (va[seed] - vb[seed]) for seed in va if seed in vb}
         row = {"claim": claim, "a": a, "b": b, **(stats(effects) if effects else {"n": 0})}
         row["holds"] = (row["mean"] > 2 * row["std"]) if row.get("std") is not None else None
+        row["verdict"] = verdict(row["mean"], row["std"]) if effects else "not run"
         out.append(row)
     return out
 
@@ -134,9 +166,11 @@ def claims_markdown(rows: list[dict]) -> str:
         if not r["n"]:
             lines.append(f"| {r['claim']} | 0 | - | - | - |")
             continue
-        verdict = {True: "yes", False: "no", None: "-"}[r["holds"]]
+        text = {True: "yes", False: "no", None: "-"}[r["holds"]]
+        if r["holds"] is False:
+            text += f": {r['verdict']}"
         lines.append(f"| {r['claim']} | {r['n']} | {_signed(r['mean'])} ± {_fixed(r['std'])} | "
-                     f"{_signed(r['min'])} to {_signed(r['max'])} | {verdict} |")
+                     f"{_signed(r['min'])} to {_signed(r['max'])} | {text} |")
     return "\n".join(lines)
 
 
@@ -210,11 +244,13 @@ def plot_bands(table: dict[str, dict], out_png: str | Path) -> Path | None:
     return _save_figure(fig, out_png)
 
 
-def write_summary(metrics_files: dict[int, str | Path], out_dir: str | Path) -> str:
-    """summary.md, summary.json and threshold_band.png in `out_dir`; returns the markdown."""
+def write_summary(metrics_files: dict[int, str | Path], out_dir: str | Path,
+                  arms: dict[str, dict[int, str | Path]] | None = None) -> str:
+    """summary.md, summary.json and threshold_band.png in `out_dir` (the arms' numbers under
+    `<arm>.`); returns the markdown."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = aggregate(metrics_files)
+    table = aggregate(metrics_files, arms)
     seeds = list(metrics_files)
     claim_rows = claims(table)
     text = "\n\n".join([headline_markdown(table), "Claims (effect per seed = a - b):",
@@ -225,6 +261,7 @@ def write_summary(metrics_files: dict[int, str | Path], out_dir: str | Path) -> 
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(md)
     info = {"seeds": seeds, "metrics_files": {s: str(p) for s, p in metrics_files.items()},
+            "arms": {a: {s: str(p) for s, p in f.items()} for a, f in (arms or {}).items()},
             "std": "sample (n - 1)", "band": "min-max", "claims": claim_rows,
             "metrics": table}
     with atomic_path(out_dir / "summary.json") as tmp:

@@ -138,3 +138,12 @@ def on_ground_truth(args: argparse.Namespace) -> argparse.Namespace:
     return type(args)(**{**vars(args), "seg_label_dir": "gt", "seg_test_list": None,
                         "seg_weights_name": args.seg_gt_weights_name,
                         "seg_pred_out_dir": args.seg_gt_pred_out_dir})
+
+
+def cyclic_round(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags of PMM's second segmentation round (train_seg_cp, eval_seg_cp; docs/pmm.md
+    §9): the same recipe and initial weights, trained without PUF on the masks make_seg_cp
+    predicted (--seg_cp_out_dir), into its own checkpoint and prediction folder."""
+    return type(args)(**{**vars(args), "seg_label_dir": args.seg_cp_out_dir, "seg_puf": "none",
+                        "seg_test_list": None, "seg_weights_name": args.seg_cp_weights_name,
+                        "seg_pred_out_dir": args.seg_cp_pred_out_dir})

@@ -3,6 +3,7 @@ eval_transcam) and IR labels (cam_to_ir_label / amn_cam_to_ir_label)."""
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -85,12 +86,15 @@ def ir_label_levels(args: argparse.Namespace, prefix: str, fg_thres: float, bg_t
     return fg_alpha, bg_alpha, getattr(args, f"{prefix}_ir_ppmg_cv_scale")
 
 
-def run_ir_label_step(args: argparse.Namespace, map_dir: str | Path, out_dir: str | Path,
-                      levels: tuple[float, float, float | None], drop_background_channel: bool,
-                      step: str) -> dict:
-    """cam_to_ir_label / amn_cam_to_ir_label: this rank's share of --train_list at `levels`
-    (`ir_label_levels`), then the labels' score on the evaluation split."""
-    fg, bg, cv_scale = levels
+def run_ir_label_step(args: argparse.Namespace, prefix: str, map_dir: str | Path,
+                      out_dir: str | Path, thresholds: tuple[float, float],
+                      drop_background_channel: bool, step: str) -> dict:
+    """cam_to_ir_label / amn_cam_to_ir_label: this rank's share of --train_list at the levels of
+    `ir_label_levels` (the reference's `thresholds` (fg, bg), or PPMG's α's with
+    --<prefix>_ir_ppmg True), then the labels' score on the evaluation split; with PPMG, also
+    the score of the thresholds' labels of the same maps (plug point (ii)'s claim, docs/pmm.md
+    §7), made in a temporary folder."""
+    fg, bg, cv_scale = ir_label_levels(args, prefix, *thresholds)
     ids = dist.shard(id_list(args.train_list))
     stats = make_ir_labels(ids, map_dir, dataset(args).image_path, out_dir, fg, bg,
                            drop_background_channel, num_workers=cpu_workers(args),
@@ -101,21 +105,41 @@ def run_ir_label_step(args: argparse.Namespace, map_dir: str | Path, out_dir: st
         f"{stats['seconds']:.0f} s ({how}) -> {out_dir}")
     dist.barrier()
     if dist.is_main():
-        stats.update(score_ir_labels(args, out_dir, step))
+        reference = None
+        if cv_scale is not None:
+            with tempfile.TemporaryDirectory(prefix="ir_reference_") as tmp:
+                make_ir_labels(scored_ids(args), map_dir, dataset(args).image_path, tmp,
+                               *thresholds, drop_background_channel,
+                               num_workers=cpu_workers(args))
+                reference = score_ir_labels(args, tmp, step, record=False)
+        stats.update(score_ir_labels(args, out_dir, step, reference))
     return stats
 
 
-def score_ir_labels(args: argparse.Namespace, out_dir: str | Path, step: str) -> dict:
-    """mIoU of the IR labels on the evaluation split (255 ignored) and their coverage."""
-    data = dataset(args)
+def scored_ids(args: argparse.Namespace) -> list[str]:
+    """The ids of the evaluation split that --train_list has IR labels for."""
     done = set(id_list(args.train_list))
-    ids = [i for i in eval_ids(args) if i in done]
+    return [i for i in eval_ids(args) if i in done]
+
+
+def score_ir_labels(args: argparse.Namespace, out_dir: str | Path, step: str,
+                    reference: dict | None = None, record: bool = True) -> dict:
+    """mIoU of the IR labels on the evaluation split (255 ignored) and their coverage; the
+    metrics record (when `record`) gains `reference` (the thresholds' {miou, coverage} beside
+    PPMG's labels)."""
+    data = dataset(args)
+    ids = scored_ids(args)
     if not ids:
         return {}
     conf, coverage = evaluate_label_pngs(ids, out_dir, data.gt_dir(), data.n_classes + 1, 255)
-    record = {"step": step, "split": args.chainer_eval_set, "ignore_pred": 255,
-              **summary(conf, ("background",) + data.class_names), "coverage": coverage}
-    append_metrics(args.metrics_file, record)
-    log(f"{step}: IR labels mIoU {100 * record['miou']:.2f} (255 ignored), "
-        f"coverage {100 * coverage:.1f}%")
-    return {"miou": record["miou"], "coverage": coverage}
+    scores = summary(conf, ("background",) + data.class_names)
+    if not record:
+        return {"miou": scores["miou"], "coverage": coverage}
+    row = {"step": step, "split": args.chainer_eval_set, "ignore_pred": 255, **scores,
+           "coverage": coverage, **({"reference": reference} if reference else {})}
+    append_metrics(args.metrics_file, row)
+    extra = (f"; the thresholds' labels {100 * reference['miou']:.2f}, coverage "
+             f"{100 * reference['coverage']:.1f}%" if reference else "")
+    log(f"{step}: IR labels mIoU {100 * row['miou']:.2f} (255 ignored), "
+        f"coverage {100 * coverage:.1f}%{extra}")
+    return {"miou": row["miou"], "coverage": coverage}
