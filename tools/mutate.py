@@ -33,7 +33,7 @@ OUT = ROOT / "result" / "mutation"
 
 # module -> the test files that cover it: the modules that decide numbers and provenance
 TARGETS: dict[str, list[str]] = {
-    "misc/io/records.py": ["tests/test_records.py"],
+    "misc/io/records.py": ["tests/test_records_mutants.py"],
     "step/driver/plan.py": ["tests/test_plan.py"],
     "misc/io/maps.py": ["tests/test_records.py"],
     "misc/eval/metrics.py": ["tests/test_metrics.py"],
