@@ -35,7 +35,7 @@ OUT = ROOT / "result" / "mutation"
 TARGETS: dict[str, list[str]] = {
     "misc/io/records.py": ["tests/test_records_mutants.py"],
     "step/driver/plan.py": ["tests/test_plan.py"],
-    "misc/io/maps.py": ["tests/test_records.py"],
+    "misc/io/maps.py": ["tests/test_maps_mutants.py"],
     "misc/eval/metrics.py": ["tests/test_metrics.py"],
     "misc/eval/ins_eval.py": ["tests/test_ins_eval.py"],
     "misc/irn/ins_seg.py": ["tests/test_ins_seg.py"],
