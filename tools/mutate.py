@@ -94,7 +94,10 @@ def serve(sock_path: str) -> None:
             os.dup2(devnull, 2)
             os._exit(int(pytest.main(request["args"])))
         code = wait_for(pid, request["client"])
-        conn.sendall(f"{code}\n".encode())
+        try:
+            conn.sendall(f"{code}\n".encode())
+        except OSError:  # the client was killed (mutmut's timeout): nobody to answer
+            pass
         conn.close()
 
 
@@ -134,6 +137,9 @@ def run_mutmut(work: Path, module: str, tests: list[str]) -> None:
                # generous timeouts: the machine is often shared; a slow mutant is not a killed one
                "--test-time-multiplier", "4", "--test-time-base", "20"]
         subprocess.run(cmd, cwd=work, check=False)
+        if server.poll() is not None:  # every mutant after its death would count as killed
+            raise RuntimeError(f"the pytest server died during the run (exit {server.returncode}): "
+                               "the kills counted after it are not real; rerun")
     finally:
         server.kill()
 
