@@ -44,7 +44,7 @@ TARGETS: dict[str, list[str]] = {
     "misc/engine/losses.py": ["tests/test_irn_loss.py", "tests/test_amn.py", "tests/test_puf.py"],
     "coco14/prepare.py": ["tests/test_coco14.py"],
     "misc/eval/coco_export.py": ["tests/test_coco_export.py"],
-    "misc/report/repeats.py": ["tests/test_repeats.py"],
+    "misc/report/repeats.py": ["tests/test_repeats_mutants.py"],
     "misc/engine/train.py": ["tests/test_resume.py"],
     "misc/engine/dist.py": ["tests/test_distributed.py"],
 }
@@ -75,6 +75,9 @@ def serve(sock_path: str) -> None:
     from disk) and forks a child per mutant. A request is {"args", "cwd", "client"}; the reply is
     pytest's exit code. The child is killed when its client is (mutmut's timeout kills the client).
     """
+    import matplotlib
+    matplotlib.use("Agg")  # the report modules' backend (misc.report.run_report._plt)
+    import matplotlib.pyplot  # noqa: F401
     import numpy  # noqa: F401
     import PIL.Image  # noqa: F401
     import pytest
