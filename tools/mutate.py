@@ -46,7 +46,7 @@ TARGETS: dict[str, list[str]] = {
     "misc/eval/coco_export.py": ["tests/test_coco_export.py"],
     "misc/report/repeats.py": ["tests/test_repeats_mutants.py"],
     "misc/engine/train.py": ["tests/test_resume.py"],
-    "misc/engine/dist.py": ["tests/test_distributed.py"],
+    "misc/engine/dist.py": ["tests/test_dist_mutants.py"],
 }
 
 # mutmut's statuses, as its cache stores them
