@@ -45,7 +45,7 @@ TARGETS: dict[str, list[str]] = {
     "coco14/prepare.py": ["tests/test_coco14.py"],
     "misc/eval/coco_export.py": ["tests/test_coco_export.py"],
     "misc/report/repeats.py": ["tests/test_repeats_mutants.py"],
-    "misc/engine/train.py": ["tests/test_resume.py"],
+    "misc/engine/train.py": ["tests/test_train_mutants.py"],
     "misc/engine/dist.py": ["tests/test_dist_mutants.py"],
 }
 
@@ -83,6 +83,7 @@ def serve(sock_path: str) -> None:
     import pytest
     import scipy.ndimage  # noqa: F401
     import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401  (the first optimiser built imports it: seconds per child)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(sock_path)
     server.listen(1)
