@@ -126,7 +126,11 @@ def client(sock_path: str, tests: list[str]) -> int:
     conn.connect(sock_path)
     request = {"args": PYTEST_ARGS + tests, "cwd": os.getcwd(), "client": os.getpid()}
     conn.sendall((json.dumps(request) + "\n").encode())
-    return int(conn.makefile().readline())
+    code = int(conn.makefile().readline())
+    # mutmut counts exit status 1 only as a kill; pytest answers 2 when collection fails (a
+    # mutant that does not compile or import), which the tests catch too. 5 (no tests ran)
+    # stays as it is: never a kill.
+    return 1 if code not in (0, 5) else code
 
 
 def run_mutmut(work: Path, module: str, tests: list[str]) -> None:
