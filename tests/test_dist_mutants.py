@@ -259,3 +259,21 @@ def test_a_batch_that_does_not_divide_or_a_list_shorter_than_it_is_refused_with_
     with pytest.raises(BadInput, match="has 5 images, fewer than one batch of 6; lower the batch"):
         dist.GlobalBatchSampler(5, 6)
     assert len(dist.GlobalBatchSampler(6, 6)) == 1  # exactly one batch is enough
+
+
+def test_without_a_request_the_device_is_chosen_automatically(monkeypatch):
+    _fake_init(monkeypatch, cuda=1)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert dist.init_distributed() == torch.device("cuda", 0)  # "auto": CUDA when there is one
+
+
+def test_a_sampler_without_seed_or_epoch_gives_seed_0_epoch_0(monkeypatch):
+    plain = dist.GlobalBatchSampler(12, 12)
+    explicit = dist.GlobalBatchSampler(12, 12, seed=0)
+    explicit.set_epoch(0)
+    assert list(plain) == list(explicit)
+    seeded = dist.GlobalBatchSampler(12, 12, seed=4)  # iterated before any set_epoch
+    first = dist.GlobalBatchSampler(12, 12, seed=4)
+    first.set_epoch(0)
+    assert list(seeded) == list(first)

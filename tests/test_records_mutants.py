@@ -22,6 +22,13 @@ from misc.io.records import (
 )
 
 
+def _old(folder, *names):
+    """Files written long before (the filesystem clock may not tick between two writes)."""
+    for name in names:
+        (folder / name).write_bytes(b"old")
+        os.utime(folder / name, ns=(10**9, 10**9))
+
+
 def _rec(sha="1", scales=(1.0, 0.5), step="make_cam", **extra):
     return make_record(step, {"w": {"path": "w.pth", "sha256": sha}}, {"scales": scales, **extra})
 
@@ -165,7 +172,7 @@ def test_a_new_folder_is_begun_without_reason_and_its_record_is_incomplete(tmp_p
 def test_a_folder_of_files_without_a_record_is_remade(tmp_path):
     folder = tmp_path / "cam"
     folder.mkdir()
-    (folder / "x.npz").write_bytes(b"x")
+    _old(folder, "x.npz")
     (folder / "notes.txt").write_text("kept")
     reason = begin_output(folder, _rec(), ".npz", overwrite=False)
     assert reason == f"{folder} has no record of what made its files"
@@ -187,13 +194,13 @@ def test_a_matching_record_keeps_the_files_and_another_one_marks_them_stale(tmp_
     folder = tmp_path / "cam"
     a, b = _rec(sha="1"), _rec(sha="2")
     begin_output(folder, a, ".npz", overwrite=False)
-    (folder / "x.npz").write_bytes(b"x")
+    _old(folder, "x.npz")
     end_output(folder, a, ".npz")
     assert begin_output(folder, a, ".npz", overwrite=False) is None
     assert is_done(folder / "x.npz") and not (folder / ".remake").exists()
     assert mismatch(folder, b) == f"w.pth changed since {folder} was made"
     assert begin_output(folder, b, ".npz", overwrite=False) == f"w.pth changed since {folder} was made"
-    assert (folder / "x.npz").read_bytes() == b"x" and not is_done(folder / "x.npz")
+    assert (folder / "x.npz").read_bytes() == b"old" and not is_done(folder / "x.npz")
     assert read_record(folder)["id"] == b["id"] and read_record(folder)["complete"] is False
 
 
@@ -201,8 +208,7 @@ def test_overwrite_remakes_files_that_match(tmp_path):
     folder = tmp_path / "cam"
     a = _rec()
     begin_output(folder, a, ".npz", overwrite=False)
-    (folder / "x.npz").write_bytes(b"x")
-    (folder / "y.npz").write_bytes(b"y")
+    _old(folder, "x.npz", "y.npz")
     end_output(folder, a, ".npz")
     assert begin_output(folder, a, ".npz", overwrite=True) == "--overwrite True"
     assert not is_done(folder / "x.npz")
@@ -242,8 +248,7 @@ def test_a_file_written_at_the_marker_time_is_done_and_one_before_is_not(tmp_pat
 def test_end_output_removes_only_stale_files_of_the_suffix_and_counts_them(tmp_path):
     folder = tmp_path / "cam"
     folder.mkdir()
-    for name in ("a.npz", "b.npz", "c.png"):
-        (folder / name).write_bytes(b"old")
+    _old(folder, "a.npz", "b.npz", "c.png")
     (folder / "d.npz").mkdir()  # not a file: never removed
     begin_output(folder, _rec(), ".npz", overwrite=True)
     later = (folder / ".remake").stat().st_mtime_ns + 10**9
@@ -309,3 +314,29 @@ def test_a_folder_record_of_a_folder_is_read_as_stored_whatever_its_state(tmp_pa
     write_record(folder, {"id": "x", "step": "s", "inputs": {}, "settings": {}}, complete=False)
     assert record_of(folder)["id"] == "x"
     assert mismatch(tmp_path / "nothing", _rec()) is None  # no record: not judged
+
+
+def test_every_reason_of_a_remake_is_listed_comma_separated(tmp_path):
+    folder = tmp_path / "cam"
+    a, b = _rec(sha="1", scales=(1.0,)), _rec(sha="2", scales=(0.5,))
+    begin_output(folder, a, ".npz", overwrite=False)
+    end_output(folder, a, ".npz")
+    want = f"w.pth changed, --scales 1.0 -> 0.5 since {folder} was made"
+    assert mismatch(folder, b) == want
+    assert begin_output(folder, b, ".npz", overwrite=False) == want
+
+
+def test_end_output_counts_every_stale_file_it_removes(tmp_path):
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    _old(folder, "a.npz", "b.npz", "c.npz")
+    begin_output(folder, _rec(), ".npz", overwrite=False)  # no record: remade
+    assert end_output(folder, _rec(), ".npz") == 3 and not list(folder.glob("*.npz"))
+
+
+def test_a_record_that_does_not_say_it_is_complete_is_unfinished(tmp_path):
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    rec = _rec()
+    (folder / ".record.json").write_text(json.dumps(rec))  # no "complete" field
+    assert mismatch(folder, rec) == f"{folder} is unfinished (its step was interrupted)"

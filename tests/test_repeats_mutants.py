@@ -55,6 +55,9 @@ def test_a_seed_is_finished_only_with_its_report_and_a_marker_of_the_same_comman
         "seed": 3, "argv": argv, "seconds": 12.5}
     assert is_finished(tmp_path, tuple(argv))
     assert not is_finished(tmp_path, argv[:2])
+    (tmp_path / "repeat.json").write_text('{"seed": 3, "argv": ["--se')  # cut short by a kill
+    assert not is_finished(tmp_path, argv)
+    mark_finished(tmp_path, argv, 3, 1.0)
     (tmp_path / "report.md").unlink()
     assert not is_finished(tmp_path, argv)
     (tmp_path / "report.md").mkdir()  # not a file
@@ -126,10 +129,15 @@ def test_claims_pair_only_the_seeds_having_both_metrics_and_scale_per_claim():
     table = _table({"eval_amn_cam.plateau_width": {0: 0.25, 1: 0.5, 3: 1.0},
                     "eval_cam.plateau_width": {0: 0.125, 1: 0.25, 2: 0.0}})
     rows = {r["a"]: r for r in claims(table)}
+    table.update(_table({"eval_amn_cam.best_miou": {0: 0.75, 1: 0.5},
+                         "eval_cam.best_miou": {0: 0.5, 1: 0.25}}))
+    rows = {r["a"]: r for r in claims(table)}
+    assert rows["eval_amn_cam.best_miou"]["values"] == {0: 25.0, 1: 25.0}  # in points
+    assert rows["eval_amn_cam.best_miou"]["b"] == "eval_cam.best_miou"
     width = rows["eval_amn_cam.plateau_width"]  # scale 1 (threshold units), seeds 0 and 1
     assert width["values"] == {0: 0.125, 1: 0.25}
     assert width["n"] == 2 and width["holds"] is True  # mean 0.1875 > 2 * 0.0884
-    empty = rows["eval_amn_cam.best_miou"]
+    empty = {r["a"]: r for r in claims({})}["eval_amn_cam.best_miou"]
     assert empty == {"claim": empty["claim"], "a": "eval_amn_cam.best_miou",
                      "b": "eval_cam.best_miou", "n": 0, "holds": None}
     one = claims(_table({"eval_sem_seg.miou": {0: 0.6}, "eval_amn_cam.best_miou": {0: 0.5}}))
@@ -148,13 +156,16 @@ def test_the_claims_table_shows_signed_effects_spread_range_and_verdict():
              "holds": False},
             {"claim": "c3", "n": 1, "mean": 0.0, "std": None, "min": 0.0, "max": 0.0,
              "holds": None},
-            {"claim": "c4", "n": 0}]
+            {"claim": "c4", "n": 0},
+            {"claim": "c5", "n": 2, "mean": 2.0, "std": 0.0, "min": 2.0, "max": 2.0,
+             "holds": True}]
     md = claims_markdown(rows)
     assert _is_markdown_table(md)
     assert md.splitlines()[2:] == ["| c1 | 3 | +50.00 ± 24.00 | +26.00 to +74.00 | yes |",
                                    "| c2 | 2 | -1.00 ± 0.50 | -1.50 to +0.00 | no |",
                                    "| c3 | 1 | +0.00 ± - | +0.00 to +0.00 | - |",
-                                   "| c4 | 0 | - | - | - |"]
+                                   "| c4 | 0 | - | - | - |",
+                                   "| c5 | 2 | +2.00 ± 0.00 | +2.00 to +2.00 | yes |"]
     assert md.splitlines()[0].count(" | ") == 4
 
 
@@ -238,8 +249,9 @@ def test_write_summary_writes_the_tables_the_plot_link_and_the_json(tmp_path):
                                                 "sweep": {"0.25": 0.5}}]),
              4: _write(tmp_path / "s4.jsonl", [{"step": "eval_cam", "best_miou": 0.75,
                                                 "sweep": {"0.25": 0.75}}])}
-    out = tmp_path / "seeds"
-    text = write_summary(files, out)
+    out = tmp_path / "result" / "toy" / "seeds"  # nested folders made as needed
+    write_summary(files, out)
+    text = write_summary(files, out)  # a rerun rewrites them
     md = (out / "summary.md").read_text()
     assert md == text + "\n\n![mIoU vs threshold over seeds](threshold_band.png)\n"
     assert (out / "threshold_band.png").stat().st_size > 0
