@@ -340,3 +340,11 @@ def test_a_record_that_does_not_say_it_is_complete_is_unfinished(tmp_path):
     rec = _rec()
     (folder / ".record.json").write_text(json.dumps(rec))  # no "complete" field
     assert mismatch(folder, rec) == f"{folder} is unfinished (its step was interrupted)"
+
+
+def test_end_output_without_a_suffix_removes_every_stale_file_of_the_folder(tmp_path):
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    _old(folder, "a.png", "b.npz")
+    begin_output(folder, _rec(), ".png", overwrite=True)
+    assert end_output(folder, _rec()) == 2
