@@ -15,6 +15,9 @@ docs/mutation.md explains how to read and act on them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import importlib.util
 import json
 import os
 import shutil
@@ -67,13 +70,19 @@ def scratch_copy(dest: Path) -> None:
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider"]  # stop at the first failure, no cache
 
 
-def serve(sock_path: str) -> None:
+def serve(sock_path: str, module: str | None = None) -> None:
     """Fork one pytest per request, after importing the heavy libraries once.
 
     Importing torch and collecting dominates a small module's test time, so the server imports
     the third-party libraries (never a project module: each child must import the mutated source
     from disk) and forks a child per mutant. A request is {"args", "cwd", "client"}; the reply is
     pytest's exit code. The child is killed when its client is (mutmut's timeout kills the client).
+
+    Two costs of a child are taken away as well: the garbage collections pytest forces (over the
+    heap of torch, seconds each) by freezing the server's objects, and recompiling every module by
+    letting the children write bytecode in the scratch copy; the mutated module's cached bytecode
+    is deleted before each run (mutmut can write two mutants of equal size within one second,
+    which a timestamp-checked .pyc cannot tell apart).
     """
     import numpy  # noqa: F401
     import PIL.Image  # noqa: F401
@@ -82,6 +91,7 @@ def serve(sock_path: str) -> None:
     import torch
     # its first call imports torch.distributed.tensor (~5 s): once here, not once per mutant
     torch.testing.assert_close(torch.zeros(1), torch.zeros(1))
+    gc.freeze()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(sock_path)
     server.listen(1)
@@ -91,6 +101,10 @@ def serve(sock_path: str) -> None:
         pid = os.fork()
         if pid == 0:
             os.chdir(request["cwd"])
+            sys.dont_write_bytecode = False
+            if module:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(importlib.util.cache_from_source(os.path.abspath(module)))
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
@@ -126,7 +140,8 @@ def client(sock_path: str, tests: list[str]) -> int:
 
 def run_mutmut(work: Path, module: str, tests: list[str]) -> None:
     sock_path = str(work / ".pytest-server")
-    server = subprocess.Popen([sys.executable, "-m", "tools.mutate", "--serve", sock_path], cwd=work)
+    server = subprocess.Popen([sys.executable, "-m", "tools.mutate", "--serve", sock_path, module],
+                              cwd=work)
     try:
         while not os.path.exists(sock_path):
             time.sleep(0.1)
@@ -233,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client", metavar="SOCKET", help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.module)
         return 0
     if args.client:
         return client(args.client, [args.module, *rest] if args.module else rest)
