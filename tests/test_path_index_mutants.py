@@ -68,3 +68,26 @@ def test_direction_path_of_a_steep_and_a_negative_direction():
     assert sorted(direction_path(2, -1)) == [(0, -1), (0, 0), (1, -1), (1, 0), (2, -1), (2, 0)]
     assert directions(2) == [(0, 1), (1, -1), (1, 0), (1, 1)]
     assert directions(1) == []
+
+
+def test_a_source_at_n_valid_is_ignored_too():
+    pidx = PathIndex(2, 2, 3)  # source (0, 1)
+    label = torch.tensor([[[0, 3, 3], [3, 3, 3]]])  # source and all destinations at n_valid 3
+    bg, fg, neg = pidx.pair_labels(label, n_valid=3)
+    assert not (bg.any() or fg.any() or neg.any())
+
+
+def test_displacement_pairs_of_one_and_of_three_images():
+    pidx = PathIndex(2, 2, 3)  # source (0, 1); destinations (0,2), (1,0), (1,1), (1,2)
+    for b in (1, 3):
+        disp = torch.arange(b * 2 * 6, dtype=torch.float32).view(b, 2, 2, 3)
+        pairs = pidx.displacement_pairs(disp)
+        assert pairs.shape == (b, 2, 4, 1)
+        # D(0,1) - D(q): flat offsets 1 - (2, 3, 4, 5) in each channel
+        assert pairs[..., 0].tolist() == [[[-1.0, -2.0, -3.0, -4.0]] * 2] * b
+
+
+def test_direction_path_stays_in_the_bounding_box_for_upward_directions():
+    # (-1, 2): box y -1..0, x 0..2, points with (x + 2y)^2 < 5: all six; row y = 1 (outside the
+    # box) would hold (1, 0) with (0 + 2)^2 = 4 < 5
+    assert sorted(direction_path(-1, 2)) == [(-1, 0), (-1, 1), (-1, 2), (0, 0), (0, 1), (0, 2)]
