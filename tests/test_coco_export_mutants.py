@@ -10,6 +10,7 @@ from misc.eval.coco_export import (
     CocoImage,
     coco_dataset,
     coco_results,
+    export_coco,
     segment_annotations,
     semantic_segments,
 )
@@ -59,3 +60,9 @@ def test_coco_results_carry_segmentation_score_and_box():
     assert coco_results(dataset) == [
         {"image_id": 3, "category_id": 2, "segmentation": seg, "score": 0.5, "bbox": [0, 0, 1, 1]},
         {"image_id": 4, "category_id": 1, "segmentation": seg, "score": 1.0, "bbox": [1, 0, 1, 1]}]
+
+
+def test_export_keeps_zero_score_segments_by_default(tmp_path):
+    img = CocoImage("a", "a.jpg", np.array([[1, 2]]), np.array([0.0, 1.0]), np.array([0, 0]))
+    data = export_coco(tmp_path / "a.json", [img], ["x"])
+    assert [a["score"] for a in data["annotations"]] == [0.0, 1.0]

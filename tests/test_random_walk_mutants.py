@@ -119,3 +119,11 @@ def test_seeds_and_boundary_shapes_are_checked():
             random_walk(seeds, boundary)
         with pytest.raises(ValueError, match="seeds must be"):
             dense_random_walk(seeds, boundary)
+
+
+def test_walks_build_no_autograd_graph():
+    seeds, boundary = case(h=3, w=4, k=1)
+    b = torch.from_numpy(boundary).requires_grad_(True)
+    s = torch.from_numpy(seeds).requires_grad_(True)
+    assert not random_walk(s, b, 3.0, 1, 2).requires_grad
+    assert not dense_random_walk(s, b, 3.0, 1, 2).requires_grad
