@@ -137,7 +137,7 @@ def test_puf_clamp_passes_the_gradient_of_unclamped_pixels():
 def test_puf_pow_clamps_zero_to_a_tiny_positive_base():
     x = torch.tensor([0.0, 0.04])  # mean 0.02 < 0.5
     torch.testing.assert_close(pretended_under_fitting(x, "pow", 0.5, 0.5),
-                               torch.tensor([1e-6, 0.2]))
+                               torch.tensor([1e-6, 0.2]), rtol=1e-5, atol=0)
 
 
 def test_irn_loss_divides_each_sum_by_its_count_plus_1e_5():
@@ -165,3 +165,16 @@ def test_pixel_ce_puf_defaults_are_beta_and_k_one_half():
     label = torch.zeros(1, 1, 2, dtype=torch.long)
     got = pixel_ce(logits, label, balanced=False, puf="clamp")
     assert got.item() == pytest.approx((0.5 + 0.05) / 2, abs=1e-6)
+
+
+def test_puf_clamp_keeps_the_gradient_of_a_pixel_exactly_at_k():
+    x = torch.tensor([0.5, 0.0, 0.0, 0.0], requires_grad=True)  # mean 0.125 < 0.5
+    pretended_under_fitting(x, "clamp", 0.5, 0.5).sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_pixel_ce_default_beta_leaves_a_mean_of_0_6_unchanged():
+    a = [-math.log(math.exp(c) - 1) for c in (0.9, 0.3)]  # mean 0.6 >= 0.5: no PUF
+    logits = torch.tensor([[a, [0.0, 0.0]]]).unsqueeze(2)
+    label = torch.zeros(1, 1, 2, dtype=torch.long)
+    assert pixel_ce(logits, label, False, puf="clamp").item() == pytest.approx(0.6, abs=1e-6)
