@@ -52,11 +52,12 @@ def test_summary_needs_one_name_per_class_and_empty_confusion_has_nan_miou():
 
 
 def test_mean_average_precision_by_hand():
-    # class 0: ranking by score .9 (pos) .8 (neg) .7 (pos): AP = (1/1 + 2/3) / 2
-    # class 1: .6 (neg) .5 (pos): AP = 1/2; class 2 has no positive and is left out
-    scores = np.array([[0.9, 0.6, 0.1], [0.8, 0.5, 0.2], [0.7, 0.4, 0.3]])
-    labels = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]])
-    assert mean_average_precision(scores, labels) == pytest.approx(((1 + 2 / 3) / 2 + 1 / 2) / 2)
+    # class 0 has no positive and is left out (it comes first: the later classes still count)
+    # class 1: .9 (pos) .5 (neg) .1 (neg): AP 1; class 2: .8 (neg) .6 (pos) .2 (pos):
+    # AP = (1/2 + 2/3) / 2
+    scores = np.array([[0.3, 0.9, 0.8], [0.2, 0.5, 0.6], [0.1, 0.1, 0.2]])
+    labels = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 1]])
+    assert mean_average_precision(scores, labels) == pytest.approx((1 + (1 / 2 + 2 / 3) / 2) / 2)
 
 
 def test_mean_average_precision_ranks_ties_pessimistically_and_nan_without_positives():
@@ -134,3 +135,23 @@ def test_sweep_best_takes_the_first_threshold_on_ties():
     sweep.add(np.full((1, 1, 1), 0.9, np.float32), np.array([0]), np.array([[1]], np.uint8))
     t, m = sweep.best()
     assert t == pytest.approx(0.3) and m == 1.0  # every threshold: class 1 exact, class 0 absent
+
+
+def test_error_rates_of_a_class_whose_union_is_one_pixel():
+    conf = np.array([[1, 0], [0, 0]])  # class 0: one pixel, exact; class 1 absent
+    out = error_rates(conf, ["bg", "a"])
+    assert out["fp"]["bg"] == 0.0 and out["fn"]["bg"] == 0.0 and out["fp"]["a"] is None
+
+
+def test_out_of_range_messages_list_the_first_ten_bad_values_including_n_classes():
+    with pytest.raises(ValueError, match=r"holds values \[3\] outside \[0, 3\)"):
+        confusion_matrix(np.array([3, 0]), np.array([0, 0]), 3)
+    with pytest.raises(ValueError, match=r"holds values \[3, 4, 5, 6, 7, 8, 9, 10, 11, 12\] out"):
+        confusion_matrix(np.arange(3, 14), np.zeros(11, int), 3)
+
+
+def test_coverage_of_a_single_valid_pixel(tmp_path):
+    save_png(tmp_path / "gt" / "a.png", np.array([[1, 255]], np.uint8))
+    save_png(tmp_path / "pred" / "a.png", np.array([[1, 255]], np.uint8))
+    _, coverage = evaluate_label_pngs(["a"], tmp_path / "pred", tmp_path / "gt", 2, 255)
+    assert coverage == 1.0
