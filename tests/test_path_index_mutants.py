@@ -72,7 +72,7 @@ def test_direction_path_of_a_steep_and_a_negative_direction():
 
 def test_a_source_at_n_valid_is_ignored_too():
     pidx = PathIndex(2, 2, 3)  # source (0, 1)
-    label = torch.tensor([[[0, 3, 3], [3, 3, 3]]])  # source and all destinations at n_valid 3
+    label = torch.tensor([[[0, 3, 1], [0, 1, 2]]])  # source at n_valid 3, destinations valid
     bg, fg, neg = pidx.pair_labels(label, n_valid=3)
     assert not (bg.any() or fg.any() or neg.any())
 
