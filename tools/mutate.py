@@ -39,14 +39,26 @@ TARGETS: dict[str, list[str]] = {
     "misc/io/records.py": ["tests/test_records.py"],
     "step/driver/plan.py": ["tests/test_plan.py"],
     "misc/io/maps.py": ["tests/test_records.py"],
-    "misc/eval/metrics.py": ["tests/test_metrics.py"],
-    "misc/eval/ins_eval.py": ["tests/test_ins_eval.py"],
-    "misc/irn/ins_seg.py": ["tests/test_ins_seg.py"],
-    "misc/irn/random_walk.py": ["tests/test_random_walk.py"],
-    "misc/irn/path_index.py": ["tests/test_path_index.py"],
-    "misc/engine/losses.py": ["tests/test_irn_loss.py", "tests/test_amn.py", "tests/test_puf.py"],
-    "coco14/prepare.py": ["tests/test_coco14.py"],
-    "misc/eval/coco_export.py": ["tests/test_coco_export.py"],
+    "misc/eval/metrics.py": ["tests/test_metrics_mutants.py", "tests/test_metrics.py"],
+    "misc/eval/ins_eval.py": ["tests/test_ins_eval_mutants.py", "tests/test_ins_eval.py"],
+    "misc/irn/ins_seg.py": ["tests/test_ins_seg_mutants.py", "tests/test_ins_seg.py"],
+    "misc/irn/random_walk.py": ["tests/test_random_walk_mutants.py"] + [
+        "tests/test_random_walk.py::" + t for t in (
+            "test_operator_is_row_stochastic_and_local", "test_full_boundary_blocks_everything",
+            "test_bad_shapes")],
+    "misc/irn/path_index.py": ["tests/test_path_index_mutants.py"] + [
+        "tests/test_path_index.py::" + t for t in (  # all but the 7 s gradcheck
+            "test_direction_counts_and_order", "test_direction_path", "test_path_lengths_r10",
+            "test_sources_128", "test_pair_labels_match_loop", "test_affinity_matches_loop",
+            "test_displacement_pairs_match_loop", "test_shape_errors")],
+    "misc/engine/losses.py": ["tests/test_losses_mutants.py", "tests/test_irn_loss.py",
+                              "tests/test_puf.py"] + [
+        "tests/test_amn.py::" + t for t in (
+            "test_loss_matches_direct_formula", "test_smoothed_targets_0_6_and_0_02_are_the_optimum",
+            "test_no_foreground_or_background_gives_no_nan", "test_nearest_indices_match_pil",
+            "test_downsample_labels_picks_pil_pixels")],
+    "coco14/prepare.py": ["tests/test_coco14_prepare_mutants.py", "tests/test_coco14.py"],
+    "misc/eval/coco_export.py": ["tests/test_coco_export_mutants.py", "tests/test_coco_export.py"],
     "misc/report/repeats.py": ["tests/test_repeats.py"],
     "misc/engine/train.py": ["tests/test_resume.py"],
     "misc/engine/dist.py": ["tests/test_distributed.py"],
