@@ -15,6 +15,9 @@ docs/mutation.md explains how to read and act on them.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import importlib.util
 import json
 import os
 import shutil
@@ -36,14 +39,26 @@ TARGETS: dict[str, list[str]] = {
     "misc/io/records.py": ["tests/test_records_mutants.py"],
     "step/driver/plan.py": ["tests/test_plan.py"],
     "misc/io/maps.py": ["tests/test_maps_mutants.py"],
-    "misc/eval/metrics.py": ["tests/test_metrics.py"],
-    "misc/eval/ins_eval.py": ["tests/test_ins_eval.py"],
-    "misc/irn/ins_seg.py": ["tests/test_ins_seg.py"],
-    "misc/irn/random_walk.py": ["tests/test_random_walk.py"],
-    "misc/irn/path_index.py": ["tests/test_path_index.py"],
-    "misc/engine/losses.py": ["tests/test_irn_loss.py", "tests/test_amn.py", "tests/test_puf.py"],
-    "coco14/prepare.py": ["tests/test_coco14.py"],
-    "misc/eval/coco_export.py": ["tests/test_coco_export.py"],
+    "misc/eval/metrics.py": ["tests/test_metrics_mutants.py", "tests/test_metrics.py"],
+    "misc/eval/ins_eval.py": ["tests/test_ins_eval_mutants.py", "tests/test_ins_eval.py"],
+    "misc/irn/ins_seg.py": ["tests/test_ins_seg_mutants.py", "tests/test_ins_seg.py"],
+    "misc/irn/random_walk.py": ["tests/test_random_walk_mutants.py"] + [
+        "tests/test_random_walk.py::" + t for t in (
+            "test_operator_is_row_stochastic_and_local", "test_full_boundary_blocks_everything",
+            "test_bad_shapes")],
+    "misc/irn/path_index.py": ["tests/test_path_index_mutants.py"] + [
+        "tests/test_path_index.py::" + t for t in (  # all but the 7 s gradcheck
+            "test_direction_counts_and_order", "test_direction_path", "test_path_lengths_r10",
+            "test_sources_128", "test_pair_labels_match_loop", "test_affinity_matches_loop",
+            "test_displacement_pairs_match_loop", "test_shape_errors")],
+    "misc/engine/losses.py": ["tests/test_losses_mutants.py", "tests/test_irn_loss.py",
+                              "tests/test_puf.py"] + [
+        "tests/test_amn.py::" + t for t in (
+            "test_loss_matches_direct_formula", "test_smoothed_targets_0_6_and_0_02_are_the_optimum",
+            "test_no_foreground_or_background_gives_no_nan", "test_nearest_indices_match_pil",
+            "test_downsample_labels_picks_pil_pixels")],
+    "coco14/prepare.py": ["tests/test_coco14_prepare_mutants.py", "tests/test_coco14.py"],
+    "misc/eval/coco_export.py": ["tests/test_coco_export_mutants.py", "tests/test_coco_export.py"],
     "misc/report/repeats.py": ["tests/test_repeats_mutants.py"],
     "misc/engine/train.py": ["tests/test_train_mutants.py"],
     "misc/engine/dist.py": ["tests/test_dist_mutants.py"],
@@ -67,13 +82,19 @@ def scratch_copy(dest: Path) -> None:
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider"]  # stop at the first failure, no cache
 
 
-def serve(sock_path: str) -> None:
+def serve(sock_path: str, module: str | None = None) -> None:
     """Fork one pytest per request, after importing the heavy libraries once.
 
     Importing torch and collecting dominates a small module's test time, so the server imports
     the third-party libraries (never a project module: each child must import the mutated source
     from disk) and forks a child per mutant. A request is {"args", "cwd", "client"}; the reply is
     pytest's exit code. The child is killed when its client is (mutmut's timeout kills the client).
+
+    Two costs of a child are taken away as well: the garbage collections pytest forces (over the
+    heap of torch, seconds each) by freezing the server's objects, and recompiling every module by
+    letting the children write bytecode in the scratch copy; the mutated module's cached bytecode
+    is deleted before each run (mutmut can write two mutants of equal size within one second,
+    which a timestamp-checked .pyc cannot tell apart).
     """
     import matplotlib
     matplotlib.use("Agg")  # the report modules' backend (misc.report.run_report._plt)
@@ -82,8 +103,11 @@ def serve(sock_path: str) -> None:
     import PIL.Image  # noqa: F401
     import pytest
     import scipy.ndimage  # noqa: F401
-    import torch  # noqa: F401
+    import torch
     import torch._dynamo  # noqa: F401  (the first optimiser built imports it: seconds per child)
+    # its first call imports torch.distributed.tensor (~5 s): once here, not once per mutant
+    torch.testing.assert_close(torch.zeros(1), torch.zeros(1))
+    gc.freeze()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(sock_path)
     server.listen(1)
@@ -93,6 +117,10 @@ def serve(sock_path: str) -> None:
         pid = os.fork()
         if pid == 0:
             os.chdir(request["cwd"])
+            sys.dont_write_bytecode = False
+            if module:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(importlib.util.cache_from_source(os.path.abspath(module)))
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 1)
             os.dup2(devnull, 2)
@@ -135,7 +163,8 @@ def client(sock_path: str, tests: list[str]) -> int:
 
 def run_mutmut(work: Path, module: str, tests: list[str]) -> None:
     sock_path = str(work / ".pytest-server")
-    server = subprocess.Popen([sys.executable, "-m", "tools.mutate", "--serve", sock_path], cwd=work)
+    server = subprocess.Popen([sys.executable, "-m", "tools.mutate", "--serve", sock_path, module],
+                              cwd=work)
     try:
         while not os.path.exists(sock_path):
             time.sleep(0.1)
@@ -245,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--client", metavar="SOCKET", help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.module)
         return 0
     if args.client:
         return client(args.client, [args.module, *rest] if args.module else rest)
