@@ -14,9 +14,11 @@ summary.md, summary.json and threshold_band.png go to result/seeds/ (the --metri
 seeds/). Under torchrun every rank runs the same seed loop; rank 0 writes the summary.
 
 `--arm NAME "FLAGS"` (repeatable) also runs, per seed, the same call with FLAGS appended (later
-flags win), wholly in its own folders (`seeds/NAME/seed<k>`: nothing is shared with the main
-run, so the arm redoes the chain); its numbers join the summary as `NAME.<metric>`, which
-claims such as PUF against plain CE read (misc/report/repeats.CLAIMS, docs/pmm.md §10).
+flags win), after the seed's main run. The arm redoes only the passes that FLAGS change: a pass
+whose flags and inputs equal the main run's is not rerun, its outputs are read from the main
+run's folders (their records are checked as any input's); the passes it redoes write into
+`seeds/NAME/seed<k>`. Its numbers join the summary as `NAME.<metric>`, which claims such as
+PUF against plain CE read (misc/report/repeats.CLAIMS, docs/pmm.md §10).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import run_sample
 from misc.report.repeats import is_finished, mark_finished, write_summary
-from step.driver.resolve import insert_folder, is_output_flag, separate_outputs
+from step.driver.resolve import insert_folder, is_output_flag, select_passes, separate_outputs
 from step.driver.resolve import parse as parse_flags
 from step.driver.workspace import command_line
 
@@ -80,19 +82,50 @@ def seed_folder(seed: int, arm: str | None = None) -> str:
     return f"{SEEDS_FOLDER}/seed{seed}" if arm is None else f"{SEEDS_FOLDER}/{arm}/seed{seed}"
 
 
-def seed_argv(rest: list[str], seed: int, arm: str | None = None) -> list[str]:
+def seed_argv(rest: list[str], seed: int, arm: str | None = None,
+              extra: list[str] | None = None) -> list[str]:
     """run_sample.py flags of one repeat: `rest`, --seed, and every output flag moved into
-    the seed's folder (after the dataset folder run_sample adds: result/coco14/seeds/seed0),
-    or the arm's (result/seeds/<arm>/seed0) when `arm` is given (`rest` then ends with the
-    arm's flags)."""
-    args = parse_flags(run_sample.PIPELINE, rest)
-    separate_outputs(run_sample.PIPELINE, args)
+    the seed's folder (after the dataset folder run_sample adds: result/coco14/seeds/seed0).
+    For the arm `arm` (its flags `extra`): `rest` + `extra`, the passes of `reused_passes` off
+    with their outputs in the seed's folder, every other output in the arm's
+    (result/seeds/<arm>/seed0)."""
+    pipeline = run_sample.PIPELINE
+    argv = [*rest, *(extra or []), "--seed", str(seed)]
+    args = parse_flags(pipeline, argv)
+    separate_outputs(pipeline, args)
     base = str(Path(args.metrics_file).parent)
-    argv = [*rest, "--seed", str(seed)]
+    reused = reused_passes(rest, extra or []) if arm is not None else set()
+    kept = {f.flag for name in reused for f in pipeline.steps[name].writes}
+    if arm is not None:  # every pass explicit: the reused ones off
+        select_passes(pipeline, args)
+        argv += [x for name in pipeline.steps for x in
+                 (f"--{name}_pass", str(getattr(args, f"{name}_pass") and name not in reused))]
     for key, value in vars(args).items():
         if is_output_flag(key):  # later flags win: these override `rest`
-            argv += [f"--{key}", insert_folder(value, seed_folder(seed, arm), base)]
+            folder = seed_folder(seed, None if key in kept else arm)
+            argv += [f"--{key}", insert_folder(value, folder, base)]
     return argv
+
+
+def reused_passes(rest: list[str], extra: list[str]) -> set[str]:
+    """The passes of the call `rest` + `extra` (an arm) that the main call `rest` runs with the
+    same shaping flags, lists and inputs, so their outputs can be read from the main run: a pass
+    is redone when it reads a flag `extra` changes or a file a redone pass writes."""
+    pipeline = run_sample.PIPELINE
+    main, arm = parse_flags(pipeline, rest), parse_flags(pipeline, rest + extra)
+    select_passes(pipeline, main)
+    select_passes(pipeline, arm)
+    changed = {k for k, v in vars(arm).items()
+               if not k.endswith("_pass") and not is_output_flag(k) and getattr(main, k) != v}
+    redone, reused = set(), set()
+    for name, step in pipeline.steps.items():
+        if not getattr(arm, f"{name}_pass"):
+            continue
+        if getattr(main, f"{name}_pass") and not pipeline.declared_reads(name) & (changed | redone):
+            reused.add(name)
+        else:
+            redone |= {f.flag for f in step.writes}
+    return reused
 
 
 def metrics_file(argv: list[str]) -> Path:
@@ -121,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[int, Path]:
     seeds, rest, arms = parse(argv)
     runs = {seed: seed_argv(rest, seed) for seed in seeds}
     files = {seed: metrics_file(a) for seed, a in runs.items()}
-    arm_runs = {name: {seed: seed_argv(rest + extra, seed, name) for seed in seeds}
+    arm_runs = {name: {seed: seed_argv(rest, seed, name, extra) for seed in seeds}
                 for name, extra in arms.items()}
     arm_files = {name: {seed: metrics_file(a) for seed, a in by_seed.items()}
                  for name, by_seed in arm_runs.items()}

@@ -70,11 +70,19 @@ def test_an_arm_runs_the_call_with_its_flags_in_folders_of_its_own():
                                       "--arm", "ce", "--seg_puf none --eval_seg_cp_pass False"])
     assert seeds == [0, 2] and arms == {"ce": ["--seg_puf", "none", "--eval_seg_cp_pass", "False"]}
     main = parse(run_sample.PIPELINE, repeat.seed_argv(rest, 2))
-    arm = parse(run_sample.PIPELINE, repeat.seed_argv(rest + arms["ce"], 2, "ce"))
+    arm = parse(run_sample.PIPELINE, repeat.seed_argv(rest, 2, "ce", arms["ce"]))
     assert (main.seg_puf, arm.seg_puf) == ("clamp", "none")
     assert arm.metrics_file == "result/seeds/ce/seed2/metrics.jsonl"
     assert arm.seg_weights_name == "sess/seeds/ce/seed2/deeplabv2.pth"
     assert main.seg_weights_name == "sess/seeds/seed2/deeplabv2.pth"
+    # the arm redoes what --seg_puf shapes, DeepLab and its evaluation; the rest is the main
+    # run's: those passes are off and their outputs are read from the seed's folders
+    assert arm.seg_pred_out_dir == "result/seeds/ce/seed2/seg_pred"
+    assert (arm.cam_weights_name, arm.sem_seg_out_dir) == (
+        "sess/seeds/seed2/res50_cam.pth", "result/seeds/seed2/sem_seg")
+    ran = {name for name in run_sample.PIPELINE.steps if getattr(arm, f"{name}_pass")}
+    assert ran == {"train_seg", "eval_seg"}
+    assert main.train_cam_pass is None and arm.train_cam_pass is False
     # every CP output is per seed too (an *_out_dir / *_weights_name flag)
     assert (main.seg_cp_out_dir, main.seg_cp_weights_name, main.seg_cp_pred_out_dir) == (
         "result/seeds/seed2/seg_cp_label", "sess/seeds/seed2/deeplabv2_cp.pth",
@@ -84,3 +92,14 @@ def test_an_arm_runs_the_call_with_its_flags_in_folders_of_its_own():
                 ["--arm", "ce", "--seg_puf nonsense"]):
         with pytest.raises(SystemExit):
             repeat.parse(["--seeds", "0", *bad])
+
+
+def test_an_arm_redoes_every_pass_downstream_of_a_changed_flag():
+    # --cam_network shapes train_cam: everything after it reads what it made, so nothing is
+    # the main run's; a flag of the last pass leaves all but that pass to the main run
+    early = repeat.reused_passes([], ["--sem_seg_bg_thres", "0.3"])
+    assert "make_sem_seg" not in early and "train_seg" not in early and "eval_seg" not in early
+    assert {"train_cam", "make_cam", "train_amn", "train_irn"} <= early
+    assert repeat.reused_passes([], ["--cam_batch_size", "8"]) == set()
+    # a pass the main run does not run is never reused
+    assert "make_seg_cp" not in repeat.reused_passes([], ["--make_seg_cp_pass", "True"])

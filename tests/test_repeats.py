@@ -174,3 +174,22 @@ def test_two_tiny_seeds_then_a_rerun_skips_both(tiny_toy, tmp_path, r50, capsys)
     log = capsys.readouterr().out
     assert "repeat: seed 0 finished earlier" in log and "repeat: seed 1 finished earlier" in log
     assert "== train_cam" not in log
+
+
+def test_an_arm_reads_the_main_runs_outputs_and_redoes_only_what_it_changes(
+        tiny_toy, tmp_path, r50, capsys):
+    out = tmp_path / "out"
+    small = ["--train_list", str(tiny_toy / "ImageSets/Segmentation/train.txt"),
+             "--cam_scales", "1.0", "--sweep_thres", "0.2", "0.3"]
+    argv = ["--seeds", "0", *flags(tiny_toy, out, r50), *CAM_PASSES, *small,
+            "--arm", "lo", "--cam_eval_thres 0.05"]
+    repeat.main(argv)
+    log = capsys.readouterr().out
+    arm_log = log.split("repeat: arm lo, seed 0")[1]
+    assert "== eval_cam" in arm_log and "== train_cam" not in arm_log
+    assert "== make_cam" not in arm_log
+    assert not (out / "seeds/lo/seed0/cam").exists()  # the arm read seed 0's CAMs
+    line = [json.loads(x) for x in (out / "seeds/lo/seed0/metrics.jsonl").read_text().splitlines()]
+    main = [json.loads(x) for x in (out / "seeds/seed0/metrics.jsonl").read_text().splitlines()]
+    assert [r["threshold"] for r in line if r["step"] == "eval_cam"] == [0.05]
+    assert [r["threshold"] for r in main if r["step"] == "eval_cam"] == [0.25]
