@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -20,12 +21,12 @@ from tqdm import tqdm
 
 from misc.engine import dist
 from misc.engine.log import log
+from misc.engine.workers import map_streamed
 from misc.eval.metrics import ThresholdSweep, confusion_matrix, summary
-from misc.imutils import read_image
 from misc.io.maps import load_maps
 from misc.io.metrics_file import append_metrics
 from misc.io.png import load_png, save_png
-from misc.irn.sem_seg import boundary_map, constant_labels, ppmg_labels, walked_scores
+from misc.irn.sem_seg import boundary_map, label_walk, walked_scores
 from step.driver import context
 from step.driver.interface import (
     NON_NEGATIVE,
@@ -67,10 +68,10 @@ class RuleComparison:
         self.ppmg = np.zeros((n_classes, n_classes), np.int64)
         self.images = 0
 
-    def add(self, keys: torch.Tensor, scores: torch.Tensor, mask: np.ndarray,
+    def add(self, keys: np.ndarray, scores: np.ndarray, mask: np.ndarray,
             gt: np.ndarray) -> None:
         """keys (K,), scores (K, H, W) in [0, 1], the PPMG mask (H, W) and the GT (H, W)."""
-        self.sweep.add(scores.float().cpu().numpy(), keys.cpu().numpy(), gt)
+        self.sweep.add(np.asarray(scores, np.float32), np.asarray(keys), gt)
         self.ppmg += confusion_matrix(mask, gt, self.ppmg.shape[0])
         self.images += 1
 
@@ -91,15 +92,19 @@ class RuleComparison:
                           for th, m in zip(self.sweep.thresholds, self.sweep.mious())}}
 
 
-def label(args: argparse.Namespace, keys: torch.Tensor, scores: torch.Tensor, size: tuple,
-          image_path: Path) -> np.ndarray:
-    """Rule (b) of the flags on the walked scores: (H, W) uint8, 0 background, c + 1 class c."""
-    if len(keys) == 0:
-        return np.zeros(size, np.uint8)
+def rule_of(args: argparse.Namespace) -> tuple:
+    """Rule (b) of the flags, as `label_walk` takes it."""
     if args.sem_seg_ppmg:
-        return ppmg_labels(keys, scores, read_image(image_path), args.sem_seg_ppmg_alpha,
-                           args.sem_seg_ppmg_cv_scale).numpy()
-    return constant_labels(keys, scores, args.sem_seg_bg_thres).numpy()
+        return "ppmg", float(args.sem_seg_ppmg_alpha), float(args.sem_seg_ppmg_cv_scale)
+    return "constant", float(args.sem_seg_bg_thres)
+
+
+def label(args: argparse.Namespace, keys: torch.Tensor, scores: torch.Tensor, size: tuple,
+          image_path: Path | None) -> np.ndarray:
+    """Rule (b) of the flags on one image's walked scores, in this process: (H, W) uint8,
+    0 background, c + 1 class c."""
+    scores = scores.float().cpu().numpy().reshape(len(keys), *size)
+    return label_walk((None, keys.cpu().numpy(), scores, image_path, rule_of(args)))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -111,8 +116,10 @@ def run(args: argparse.Namespace) -> dict:
     all_eval = eval_ids & set(context.id_list(args.infer_list))
     thresholds = sorted(set(map(float, args.sweep_thres)) | {float(args.sem_seg_bg_thres)})
     compare = RuleComparison(data.n_classes + 1, thresholds)
-    start = time.time()
-    with torch.inference_mode():
+    rule = rule_of(args)
+
+    def walks() -> Iterator[tuple]:
+        """label_walk's jobs, one per image, as the network and the walk produce them."""
         for k in tqdm(range(len(dataset)), desc="make_sem_seg", disable=not dist.is_main()):
             sample = dataset[k]
             maps = load_maps(Path(args.amn_cam_out_dir) / f"{ids[k]}.npz")
@@ -120,14 +127,21 @@ def run(args: argparse.Namespace) -> dict:
             keys, scores = walked_scores(maps, boundary, sample["size"], power=args.sem_seg_power,
                                          beta=args.beta, exp_times=args.exp_times,
                                          radius=args.walk_radius)
-            mask = label(args, keys, scores, sample["size"], data.image_path(ids[k]))
-            save_png(out_dir / f"{ids[k]}.png", mask)
-            if ids[k] in eval_ids:
-                compare.add(keys, scores, mask, load_png(data.gt_dir() / f"{ids[k]}.png"))
+            yield (ids[k], keys.cpu().numpy(), scores.float().cpu().numpy(),
+                   str(data.image_path(ids[k])), rule)
+
+    # PPMG's CRFs over the CPU pool beside the network (as eval_seg's); the constant rule here
+    workers = context.cpu_workers(args) - 1 if args.sem_seg_ppmg else 0
+    start = time.time()
+    with torch.inference_mode():
+        for (name, keys, scores, _, _), mask in map_streamed(label_walk, walks(), workers):
+            save_png(out_dir / f"{name}.png", mask)
+            if name in eval_ids:
+                compare.add(keys, scores, mask, load_png(data.gt_dir() / f"{name}.png"))
     stats = {"written": len(ids), "seconds": round(time.time() - start, 1)}
-    rule = (f"PPMG alpha {args.sem_seg_ppmg_alpha:g}, cv_scale {args.sem_seg_ppmg_cv_scale:g}"
-            if args.sem_seg_ppmg else f"bg score {args.sem_seg_bg_thres:g}")
-    log(f"make_sem_seg_labels: {stats['written']} masks ({rule}) in {stats['seconds']} s "
+    shown = (f"PPMG alpha {args.sem_seg_ppmg_alpha:g}, cv_scale {args.sem_seg_ppmg_cv_scale:g}"
+             if args.sem_seg_ppmg else f"bg score {args.sem_seg_bg_thres:g}")
+    log(f"make_sem_seg_labels: {stats['written']} masks ({shown}) in {stats['seconds']} s "
         f"-> {out_dir}")
     if args.sem_seg_ppmg:
         stats.update(report_comparison(args, compare, len(all_eval), data.class_names))

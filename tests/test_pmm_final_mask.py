@@ -106,3 +106,37 @@ def test_the_rule_and_its_settings_are_part_of_the_masks_record():
                  "sem_seg_ppmg_cv_scale"):
         assert flag in settings
     assert "sweep_thres" not in settings  # the comparison's sweep does not remake the masks
+
+
+def test_ppmg_masks_over_the_cpu_pool_equal_the_serial_ones_and_stay_bounded(tmp_path):
+    """make_sem_seg_labels' PPMG labels run over map_streamed's pool (2 workers, real CRF): the
+    same masks in the same order as in this process, with the producer never more than
+    ahead x workers images beyond the masks handed back."""
+    from misc.engine.workers import map_streamed
+    from misc.irn.sem_seg import label_walk
+    rng = np.random.default_rng(0)
+    jobs = []
+    for i in range(7):
+        image = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (12, 15, 3), dtype=np.uint8)).save(image)
+        scores = rng.random((2, 12, 15)).astype(np.float32)
+        jobs.append((str(i), np.array([1, 6]), scores / scores.max(), str(image),
+                     ("ppmg", 11.0, 0.3)))
+    serial = [label_walk(job) for job in jobs]
+    drawn = []
+
+    def produced():
+        for job in jobs:
+            drawn.append(job[0])
+            yield job
+
+    ahead = []
+    pooled = []
+    for job, mask in map_streamed(label_walk, produced(), 2, ahead=1):
+        ahead.append(len(drawn) - len(pooled))
+        pooled.append((job[0], mask))
+    assert [name for name, _ in pooled] == [job[0] for job in jobs]
+    for (_, mask), expected in zip(pooled, serial):
+        np.testing.assert_array_equal(mask, expected)
+    assert max(ahead) <= 3  # at most ahead x workers in flight, plus the one being handed back
+    assert len({m.tobytes() for m in serial}) > 1  # the masks differ between images

@@ -9,8 +9,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import sys
+from collections import deque
 from multiprocessing.pool import Pool
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -49,3 +50,26 @@ def map_jobs(fn: Callable[[Any], Any], jobs: Sequence[Any], num_workers: int, de
                     bar.update(1)
     finally:
         bar.close()
+
+
+def map_streamed(fn: Callable[[Any], Any], jobs: Iterable[Any], num_workers: int,
+                 ahead: int = 2) -> Iterator[tuple[Any, Any]]:
+    """Yield `(job, fn(job))` in the jobs' order while `jobs` is still being produced (by a
+    network's loop, say): a job is drawn only while fewer than `ahead` per worker are in
+    flight, so the producer runs at most that far ahead of the CPU work and memory stays
+    bounded. In this process when `num_workers` <= 1, otherwise over `cpu_pool`; `fn` must be a
+    module-level function and the jobs picklable."""
+    if num_workers <= 1:
+        for job in jobs:
+            yield job, fn(job)
+        return
+    pending: deque = deque()
+    with cpu_pool(int(num_workers)) as pool:
+        for job in jobs:
+            pending.append((job, pool.apply_async(fn, (job,))))
+            while len(pending) > ahead * num_workers:
+                done, result = pending.popleft()
+                yield done, result.get()
+        while pending:
+            done, result = pending.popleft()
+            yield done, result.get()

@@ -8,10 +8,9 @@ record around eval_seg (docs/outputs.md) deletes them when the checkpoint or set
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from misc import imutils
 from misc.engine import dist
 from misc.engine.log import log
-from misc.engine.workers import cpu_pool
+from misc.engine.workers import map_streamed
 from misc.eval.metrics import confusion_matrix
 from misc.imutils import voc_palette
 from misc.io.png import load_png, save_png
@@ -98,30 +97,22 @@ def predict_folder(model: SegNet, ids: list[str], image_path: Callable[[str], Pa
     conf = np.zeros((n_classes, n_classes), np.int64) if gt_dir is not None else None
     loader = DataLoader(_Images(mine, image_path), batch_size=None,
                         num_workers=int(settings.num_workers))
-    workers = int(settings.crf_workers)
-    pool = cpu_pool(workers) if params is not None and workers > 1 and len(mine) > 1 else None
-    pending: deque = deque()
-    try:
+    workers = int(settings.crf_workers) if params is not None and len(mine) > 1 else 0
+
+    def jobs() -> Iterator[tuple]:
         for sample in tqdm(loader, desc=f"eval_seg -> {out_dir.name}", disable=not dist.is_main()):
             name = sample["name"]
             prob = predict_probs(model, sample["img"].to(device), settings.scales,
                                  settings.flip).cpu().numpy()
             raw = prob.argmax(0)
             if conf is not None:
-                conf += confusion_matrix(raw, load_png(gt_dir / f"{name}.png"), n_classes)
-            job = (None if params else raw, prob if params else None, str(image_path(name)),
+                np.add(conf, confusion_matrix(raw, load_png(gt_dir / f"{name}.png"), n_classes),
+                       out=conf)
+            yield (None if params else raw, prob if params else None, str(image_path(name)),
                    str(out_dir / f"{name}.png"), params)
-            if pool is None:
-                _write(job)
-                continue
-            pending.append(pool.apply_async(_write, (job,)))
-            while len(pending) > 2 * workers:
-                pending.popleft().get()
-        while pending:
-            pending.popleft().get()
-    finally:
-        if pool is not None:
-            pool.terminate()
+
+    for _ in map_streamed(_write, jobs(), workers):
+        pass
     return conf
 
 

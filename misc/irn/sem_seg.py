@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from misc.imutils import read_image
 from misc.irn.random_walk import INFER_RADIUS, random_walk
 from misc.seeds.multiscale import strided_size
 from misc.seeds.ppmg import ppmg
@@ -68,6 +69,20 @@ def ppmg_labels(keys: torch.Tensor, scores: torch.Tensor, img: np.ndarray, alpha
     (K, H, W) in [0, 1], img uint8 (H, W, 3) RGB -> (H, W) uint8, 0 background, c + 1 class c."""
     return torch.from_numpy(ppmg(img, scores.float().cpu().numpy(), keys.cpu().numpy(),
                                  alpha=alpha, cv_scale=cv_scale))
+
+
+def label_walk(job: tuple) -> np.ndarray:
+    """Rule (b) on one image's walked scores, a CPU-pool job of make_sem_seg_labels: job =
+    (id, keys (K,) int64, scores (K, H, W) float32 in [0, 1], image path (read for PPMG's CRF
+    only), rule), rule ("constant", bg_thres) or ("ppmg", alpha, cv_scale). Returns (H, W)
+    uint8, 0 background, c + 1 class c; all background when K = 0."""
+    _, keys, scores, image_path, rule = job
+    if len(keys) == 0:
+        return np.zeros(scores.shape[1:], np.uint8)
+    keys, scores = torch.as_tensor(keys), torch.as_tensor(scores)
+    if rule[0] == "ppmg":
+        return ppmg_labels(keys, scores, read_image(image_path), *rule[1:]).numpy()
+    return constant_labels(keys, scores, rule[1]).numpy()
 
 
 def pseudo_mask(maps: Mapping[str, np.ndarray], boundary: torch.Tensor, size: tuple[int, int],
