@@ -144,3 +144,16 @@ def test_the_example_grid_shows_irn_boundaries_when_each_image_has_one(tmp_path)
                         boundaries={"a": ramp})  # one image without: no boundary column
     with Image.open(png) as grid:
         assert abs(grid.size[0] / grid.size[1] - 2 / 2) < 0.05
+
+
+def test_pmm_rows_name_ppmgs_final_masks_and_the_second_round():
+    records = {"make_sem_seg": {"step": "make_sem_seg", "split": "train", "images": 100,
+                                "ppmg": 0.4012, "best_miou": 0.3718, "best_threshold": 0.25},
+               "eval_seg_cp": {"step": "eval_seg_cp", "split": "val", "miou": 0.412, "crf": True},
+               "train_seg_cp": {"step": "train_seg_cp", "final_train_loss": 0.5}}
+    table = results_table(records, {}, ["make_sem_seg", "train_seg_cp", "eval_seg_cp"])
+    assert ("| make_sem_seg | earlier | PPMG masks 40.1 vs the constant score's best 37.2 at "
+            "0.25, same walks (100 train images) |") in table
+    assert ("| eval_seg_cp | earlier | DeepLab round 2, on round 1's masks (CP) mIoU 41.2 "
+            "(val, CRF) |") in table
+    assert "| train_seg_cp | earlier | final train loss 0.500 |" in table

@@ -264,12 +264,17 @@ RESULTS = {
     "eval_ins_seg": lambda r: (f"instance mAP@0.5 {_pct(r['map'])} (@0.25 {_pct(r['map@0.25'])}, "
                                f"@0.75 {_pct(r['map@0.75'])}; {r['split']})"),
     "eval_sem_seg": lambda r: f"pseudo-mask mIoU {100 * r['miou']:.1f} ({r['split']})",
+    "make_sem_seg": lambda r: (f"PPMG masks {_pct(r['ppmg'])} vs the constant score's best "
+                               f"{_pct(r['best_miou'])} at {r['best_threshold']:.2f}, same walks "
+                               f"({r['images']} {r['split']} images)" if "ppmg" in r else ""),
     "make_cocoann": lambda r: (f"{r['annotations']} segments of {r['images']} images -> "
                                f"{Path(r['file']).name}"),
     "train_seg": _loss,
     "eval_seg": lambda r: _deeplab("DeepLab", r),
     "train_seg_gt": _loss,
     "eval_seg_gt": lambda r: _deeplab("DeepLab on the ground truth (upper bound)", r),
+    "train_seg_cp": _loss,
+    "eval_seg_cp": lambda r: _deeplab("DeepLab round 2, on round 1's masks (CP)", r),
     "train_transcam": lambda r: f"TransCAM val mAP {r['mAP']:.1f}" if "mAP" in r else _loss(r),
     "eval_transcam": lambda r: _seed("TransCAM", r),
     "train_bao": _loss,
