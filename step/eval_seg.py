@@ -58,6 +58,19 @@ STEP = Step(
     gt=("seg_eval_list",))
 
 
+def round_step(name: str, title: str, pred_flag: str, pred_default: str, weights_flag: str,
+               also_reads: tuple[str, ...]) -> Step:
+    """eval_seg's declaration for another DeepLab (eval_seg_gt, eval_seg_cp): its flags and
+    settings, the checkpoint `weights_flag`, the predictions of --seg_eval_list in `pred_flag`;
+    `also_reads`: the flags its derived call (step.driver.context) reads. Optional."""
+    return Step(name, title, flags=(Flag(pred_flag, default=pred_default, shapes=False),),
+                uses=tuple(f.name for f in STEP.flags) + STEP.uses, also_reads=also_reads,
+                reads=(Files(weights_flag),),
+                writes=(Files(pred_flag, "seg_eval_list", ".png", "prediction"),),
+                images=("seg_eval_list",), unlabelled=("seg_eval_list",), gt=("seg_eval_list",),
+                optional=True)
+
+
 def infer_settings(args: argparse.Namespace, scales: tuple[float, ...], flip: bool,
                    crf_params: tuple[float, ...] | None) -> SegInferSettings:
     """How a pass predicts (eval_seg, make_seg_cp): its views and CRF, and the workers."""

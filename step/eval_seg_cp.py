@@ -6,17 +6,11 @@ import argparse
 
 from step import eval_seg
 from step.driver import context
-from step.driver.interface import Files, Flag, Step
 
-STEP = Step(
-    "eval_seg_cp", "predictions of the round-2 (CP) DeepLab",
-    flags=(Flag("seg_cp_pred_out_dir", default="result/seg_pred_cp", shapes=False),),
-    uses=tuple(f.name for f in eval_seg.STEP.flags) + eval_seg.STEP.uses,
-    also_reads=("seg_weights_name", "seg_cp_out_dir", "seg_puf"),  # context.cyclic_round
-    reads=(Files("seg_cp_weights_name"),),
-    writes=(Files("seg_cp_pred_out_dir", "seg_eval_list", ".png", "prediction"),),
-    images=("seg_eval_list",), unlabelled=("seg_eval_list",), gt=("seg_eval_list",),
-    optional=True)
+STEP = eval_seg.round_step(
+    "eval_seg_cp", "predictions of the round-2 (CP) DeepLab", "seg_cp_pred_out_dir",
+    "result/seg_pred_cp", "seg_cp_weights_name",
+    also_reads=("seg_weights_name", "seg_cp_out_dir", "seg_puf"))  # context.cyclic_round
 
 
 def run(args: argparse.Namespace) -> dict:
