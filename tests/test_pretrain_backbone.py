@@ -105,7 +105,7 @@ def test_conformer_heads_are_the_imagenet_layout_and_train_on_the_task() -> None
     assert logits.shape == (8, 2, pb.N_OUTPUTS)
     assert model.conv_cls_head.weight.shape == (pb.N_OUTPUTS, 1024)
     assert model.trans_cls_head.weight.shape == (pb.N_OUTPUTS, conformer.EMBED_DIM)
-    start = float(pb.group_loss(logits, y))
+    start = pb.group_loss(logits, y).item()
     assert start == pytest.approx(6 * np.log(16), abs=0.5)
     pb.train(model, 12, np.random.default_rng(1), 8, batches=lambda rng, n: (x, y), lr=1e-3)
     model.train()
