@@ -145,3 +145,25 @@ def test_the_toy_conformer_is_built_only_when_a_pass_reading_it_runs(fake_voc, r
     assert _resolve(["--voc12_root", str(fake_voc), "--train_transcam_pass",
                      "True"]).conformer_weights is None
     assert len(built) == 1
+
+
+def test_a_toy_conformer_cache_without_its_summary_is_noted(tmp_path, monkeypatch):
+    """The report notes a synthetic cache with no pretraining record, the Conformer's as the
+    ResNet's; a cache with its sidecar, or another file, gives no note."""
+    import argparse
+
+    from step.driver import resolve
+    from step.driver.workspace import given_by_hand
+    cache = tmp_path / "conformer_s_synthetic.pth"
+    cache.write_bytes(b"weights")
+    monkeypatch.setattr(resolve, "TOY_CONFORMER", cache)
+    args = argparse.Namespace(backbone_weights=None, conformer_weights=str(cache))
+    assert given_by_hand(run_sample.PIPELINE, args, []) == [
+        f"{cache} (the synthetic backbone's cache) has no record of how it was pretrained: "
+        f"used as given"]
+    cache.with_suffix(".json").write_text("{}")
+    assert given_by_hand(run_sample.PIPELINE, args, []) == []
+    other = tmp_path / "mine.pth"
+    other.write_bytes(b"weights")
+    assert given_by_hand(run_sample.PIPELINE, argparse.Namespace(
+        backbone_weights=None, conformer_weights=str(other)), []) == []
