@@ -1,9 +1,10 @@
-"""A "pretrained" ResNet-50 without ImageNet: random procedural categories.
+"""A "pretrained" ResNet-50 or Conformer-S without ImageNet: random procedural categories.
 
-The task shows 48 px images of one object on a cluttered background and asks, with one softmax
-group of the fc layer each, which of 16 GLYPHS (a random star-shaped outline, some with a hole),
-16 PALETTES (a random pair of colours) and 16 TEXTURES (random gratings, plaids and noise of
-random frequency, orientation and waveform) it shows. The 48 categories are random draws from a
+The task shows small images (ResNet-50: 48 px; Conformer-S: 64 px, see `CONFORMER_S`) of one
+object on a cluttered background and asks, with one softmax group of the network's head(s)
+each, which of 16 GLYPHS (a random star-shaped outline, some with a hole), 16 PALETTES (a
+random pair of colours) and 16 TEXTURES (random gratings, plaids and noise of random
+frequency, orientation and waveform) it shows. The 48 categories are random draws from a
 fixed seed (`BANK_SEED`), like the random categories of formula-driven pretraining (FractalDB,
 Kataoka et al., ACCV 2020): they share no class definition with any dataset of this repository
 (no hue bins, no stripe/checker/dot textures, no part shapes) and the drawing code is this
@@ -11,10 +12,18 @@ module's own. The task is hard in 400 steps (held-out accuracy well above chance
 barely for glyphs and textures); what it is measured by is transfer: the toy's and the parts
 dataset's classifiers and CAMs on it (docs/toy.md, "The synthetic backbone").
 
-The result is a torchvision-format ResNet-50 state_dict (fc.* included), loadable with
-`net.resnet50.load_backbone_weights` into `ResNet50()`, plus a JSON sidecar with the summary.
+The task, its batches, the training loop and the cache with its JSON sidecar are shared; a
+`Network` says what differs (how to build it, its input side, its loss layout, its file):
 
-    python -m data.pretrain_backbone --out data/cache/resnet50_synthetic.pth --steps 400
+- `RESNET50`: a torchvision-format ResNet-50 state_dict (fc.* included), loadable with
+  `net.resnet50.load_backbone_weights` into `ResNet50()`.
+- `CONFORMER_S`: a Conformer-S state_dict in the ImageNet Conformer's layout (718 keys; its two
+  heads, a Linear on the pooled CNN map and a Linear on the cls token, give the 48 group
+  logits each), loadable with `net.conformer.load_conformer_weights` into `conformer.Net()`
+  as the ImageNet file is: the two heads dropped, the other 714 entries strict.
+
+    python -m data.pretrain_backbone --network resnet50 --steps 400
+    python -m data.pretrain_backbone --network conformer_s --steps 400
 """
 from __future__ import annotations
 
@@ -41,9 +50,12 @@ from misc.engine.prefetch import drawn_ahead
 from misc.imutils import normalize
 from misc.io.atomic import atomic_path
 from misc.io.checkpoints import save_checkpoint
+from net import conformer
 from net.resnet50 import ResNet50
 
-DEFAULT_BACKBONE_PATH = Path(__file__).resolve().parent / "cache" / "resnet50_synthetic.pth"
+CACHE = Path(__file__).resolve().parent / "cache"
+DEFAULT_BACKBONE_PATH = CACHE / "resnet50_synthetic.pth"
+DEFAULT_CONFORMER_PATH = CACHE / "conformer_s_synthetic.pth"
 TASK = "procedural-v1"  # a cache made for another task is pretrained again
 DEFAULT_STEPS = 400
 BATCH_SIZE = 32
@@ -191,15 +203,25 @@ def synthetic_batch(rng: np.random.Generator, n: int,
 
 # ------------------------------------------- training -------------------------------------------
 
+def by_head(logits: torch.Tensor) -> torch.Tensor:
+    """(n, N_OUTPUTS) logits of one head, or (n, heads, N_OUTPUTS) of several -> (n, heads,
+    N_OUTPUTS)."""
+    return logits.unsqueeze(1) if logits.dim() == 2 else logits
+
+
 def group_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sum over the attribute groups of the softmax cross-entropy."""
-    return sum(F.cross_entropy(part, y[:, g])
-               for g, part in enumerate(logits.split(GROUPS, dim=1)))
+    """Sum over the heads and the attribute groups of the softmax cross-entropy. logits (n,
+    N_OUTPUTS) or (n, heads, N_OUTPUTS) (the Conformer's CNN and transformer heads, each trained
+    on the task as ImageNet Conformer's two heads are), y (n, 3) labels."""
+    heads = by_head(logits)
+    return sum(F.cross_entropy(part, y[:, g]) for h in range(heads.shape[1])
+               for g, part in enumerate(heads[:, h].split(GROUPS, dim=1)))
 
 
 def group_predict(logits: torch.Tensor) -> torch.Tensor:
-    """(n, 3) predicted attribute labels."""
-    return torch.stack([part.argmax(1) for part in logits.split(GROUPS, dim=1)], dim=1)
+    """(n, 3) predicted attribute labels from the heads' summed logits."""
+    summed = by_head(logits).sum(1)
+    return torch.stack([part.argmax(1) for part in summed.split(GROUPS, dim=1)], dim=1)
 
 
 def init_weights(model: nn.Module) -> None:
@@ -226,7 +248,7 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: int,
           amp: bool = False, batches: Batches = synthetic_batch, loss_fn: Loss = group_loss,
-          desc: str = "pretrain backbone") -> float:
+          desc: str = "pretrain backbone", lr: float = LR) -> float:
     """AdamW with warm-up + cosine (faster than SGD from scratch in a few hundred steps);
     returns the mean loss of the last 10 % of steps. `amp`: forward in bf16, channels_last
     (1.6x per step on a 2-core CPU with native bf16). `batches(rng, n)` -> (x, y) and
@@ -236,7 +258,7 @@ def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: in
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN and biases
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=LR,
+                             {"params": no_decay, "weight_decay": 0.0}], lr=lr,
                             fused=True)  # one kernel instead of a loop over the tensors
     model.train()
     losses = []
@@ -244,7 +266,7 @@ def train(model: nn.Module, steps: int, rng: np.random.Generator, batch_size: in
     with drawn_ahead(batches(rng, batch_size) for _ in range(steps)) as drawn:
         for step in bar:
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, steps)
+                group["lr"] = lr_at(step, steps, lr)
             x, y = next(drawn)
             loss = loss_fn(forward(x), y)
             if not torch.isfinite(loss):
@@ -275,12 +297,12 @@ def recompute_bn_stats(model: nn.Module, rng: np.random.Generator, batches: int,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, rng: np.random.Generator, n: int,
-             batch_size: int) -> tuple[float, list[float]]:
-    """Accuracy on `n` fresh synthetic samples (eval mode, running BN statistics): the joint
-    accuracy (all three groups right) and the accuracy per group."""
+def evaluate(model: nn.Module, rng: np.random.Generator, n: int, batch_size: int,
+             size: int = IMAGE_SIZE) -> tuple[float, list[float]]:
+    """Accuracy on `n` fresh synthetic samples of side `size` (eval mode, running BN
+    statistics): the joint accuracy (all three groups right) and the accuracy per group."""
     model.eval()
-    with drawn_ahead(synthetic_batch(rng, min(batch_size, n - start))
+    with drawn_ahead(synthetic_batch(rng, min(batch_size, n - start), size)
                      for start in range(0, n, batch_size)) as drawn:
         hits = [group_predict(model(x)) == y for x, y in drawn]
     hits_t = torch.cat(hits).float()
@@ -306,34 +328,118 @@ def save_backbone(path: Path, state: dict[str, torch.Tensor], summary: dict) -> 
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
 
 
-def pretrain(steps: int = DEFAULT_STEPS, seed: int = 0, batch_size: int = BATCH_SIZE,
-             log: Callable[[str], None] = print) -> tuple[dict[str, torch.Tensor], dict]:
-    """Pretrain ResNet50(strides=(2,2,2,2), ordinary BN) on the procedural categories.
-    Returns (state_dict in torchvision key format, summary dict)."""
+class ConformerGroups(conformer.Net):
+    """Conformer-S (net/conformer.py, `depth` blocks) with the ImageNet Conformer's two heads
+    sized for the task: `conv_cls_head` a Linear on the CNN map's global average,
+    `trans_cls_head` a Linear on the normalised cls token. Its state_dict has the ImageNet
+    file's keys and layout (2-D conv_cls_head.weight), which `load_conformer_weights` loads
+    into `conformer.Net()` with the heads dropped.
+
+    forward(img (B, 3, H, W), sides multiples of 16) -> (B, 2, N_OUTPUTS) logits of the CNN
+    and transformer heads."""
+
+    def __init__(self, depth: int = 12, drop_path_rate: float = 0.0):
+        super().__init__(n_classes=1, depth=depth, drop_path_rate=drop_path_rate)
+        # same attribute names, so the registration (key) order stays the reference's
+        self.trans_cls_head = nn.Linear(conformer.EMBED_DIM, N_OUTPUTS)
+        self.conv_cls_head = nn.Linear(4 * conformer.BASE_CHANNELS, N_OUTPUTS)
+        for head in (self.trans_cls_head, self.conv_cls_head):
+            nn.init.trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, tokens, _ = self.backbone(img)
+        return torch.stack([self.conv_cls_head(x.mean(dim=(2, 3))),
+                            self.trans_cls_head(self.trans_norm(tokens)[:, 0])], dim=1)
+
+
+def build_resnet50() -> nn.Module:
+    model = ResNet50(strides=(2, 2, 2, 2), fixed_bn=False, num_classes=N_OUTPUTS)
+    init_weights(model)
+    return model
+
+
+@dataclass(frozen=True)
+class Network:
+    """What the pretraining of one network needs beyond the shared task and loop. name: its
+    record in the sidecar (a cache of another network is pretrained again); build: the
+    randomly initialised network, called after torch.manual_seed(seed), whose forward gives
+    (n, N_OUTPUTS) or (n, heads, N_OUTPUTS) logits; image_size: the task's side for it;
+    steps, batch_size, lr: its default schedule (AdamW peak rate, warm-up + cosine)."""
+
+    name: str
+    title: str
+    build: Callable[[], nn.Module]
+    image_size: int
+    default_path: Path
+    steps: int = DEFAULT_STEPS
+    batch_size: int = BATCH_SIZE
+    lr: float = LR
+
+
+RESNET50 = Network("resnet50", "ResNet-50", build_resnet50, IMAGE_SIZE, DEFAULT_BACKBONE_PATH)
+# 64 px: a 4x4 token grid (48 px would give 3x3, nine tokens and hardly any attention to
+# learn), the toy's smallest TransCAM view (64/112/176); 96 px would cost 2.25x per step.
+# A Conformer-S step at 64 px costs ~25x a ResNet-50 step at 48 px on this CPU (both branches,
+# the stride-16 CNN map kept by block 12), so its default schedule is 80 steps of 8 images
+# (a few minutes; the ResNet's 400 x 32 would take over an hour), at a quarter of its
+# peak rate (a ViT from scratch at batch 8)
+CONFORMER_IMAGE_SIZE, CONFORMER_STEPS, CONFORMER_BATCH, CONFORMER_LR = 64, 80, 8, 5e-4
+
+
+def conformer_network(depth: int = 12) -> Network:
+    """The Conformer's pretraining; `depth` < 12 builds the small network of the tests (its
+    name records the depth, so its file is never taken for a Conformer-S)."""
+    name = "conformer_s" if depth == 12 else f"conformer_depth{depth}"
+    # stochastic depth off: 400 steps under-fit, nothing to regularise
+    return Network(name, "Conformer-S" if depth == 12 else f"Conformer (depth {depth})",
+                   lambda: ConformerGroups(depth), CONFORMER_IMAGE_SIZE, DEFAULT_CONFORMER_PATH,
+                   CONFORMER_STEPS, CONFORMER_BATCH, CONFORMER_LR)
+
+
+CONFORMER_S = conformer_network()
+NETWORKS = {n.name: n for n in (RESNET50, CONFORMER_S)}
+
+
+def pretrain(steps: int | None = None, seed: int = 0, batch_size: int | None = None,
+             log: Callable[[str], None] = print, network: Network = RESNET50
+             ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Pretrain `network` (ResNet50(strides=(2,2,2,2), ordinary BN) by default) on the
+    procedural categories at its image size. Returns (state_dict in the network's file format,
+    summary dict). steps, batch_size: default the network's."""
     start = time.perf_counter()
+    size = network.image_size
+    steps = network.steps if steps is None else steps
+    batch_size = network.batch_size if batch_size is None else batch_size
+
+    def batches(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return synthetic_batch(rng, n, size)
+
     with all_cpu_threads():
         torch.manual_seed(seed)
-        model = ResNet50(strides=(2, 2, 2, 2), fixed_bn=False, num_classes=N_OUTPUTS)
-        init_weights(model)
+        model = network.build()
         amp = native_bf16("cpu")
-        loss = train(model, steps, np.random.default_rng([seed, 0]), batch_size, amp)
+        loss = train(model, steps, np.random.default_rng([seed, 0]), batch_size, amp,
+                     batches=batches, desc=f"pretrain {network.title}", lr=network.lr)
         model.to(memory_format=torch.contiguous_format)
         full = steps >= 50  # tiny test runs also keep BN re-estimation and evaluation tiny
         eval_batch = 64 if full else batch_size
         recompute_bn_stats(model, np.random.default_rng([seed, 1]),
-                           batches=max(2, min(20, steps // 10)), batch_size=eval_batch)
+                           batches=max(2, min(20, steps // 10)), batch_size=eval_batch,
+                           make_batch=batches)
         n_eval = 512 if full else 2 * batch_size
-        acc, per_group = evaluate(model, np.random.default_rng([seed, 2]), n_eval, eval_batch)
-    summary = {"steps": steps, "seed": seed, "batch_size": batch_size, "image_size": IMAGE_SIZE,
-               "bf16": amp,
+        acc, per_group = evaluate(model, np.random.default_rng([seed, 2]), n_eval, eval_batch,
+                                  size)
+    summary = {"steps": steps, "seed": seed, "batch_size": batch_size, "image_size": size,
+               "lr": network.lr, "bf16": amp, "network": network.name,
                "task": TASK, "groups": dict(zip(GROUP_NAMES, GROUPS)),
                "final_train_loss": round(loss, 4), "heldout_accuracy": round(acc, 4),
                "chance": round(1 / N_COMBINATIONS, 4),
                "heldout_accuracy_per_group": dict(zip(GROUP_NAMES, per_group)),
                "eval_samples": n_eval, "seconds": round(time.perf_counter() - start, 1)}
-    log(f"synthetic pretraining: {steps} steps in {summary['seconds']} s, final loss "
-        f"{loss:.3f}, held-out accuracy {acc:.2%} on {n_eval} fresh samples (glyph, palette and "
-        f"texture right; chance {1 / N_COMBINATIONS:.2%}); per group "
+    log(f"synthetic pretraining of {network.title}: {steps} steps in {summary['seconds']} s, "
+        f"final loss {loss:.3f}, held-out accuracy {acc:.2%} on {n_eval} fresh samples (glyph, "
+        f"palette and texture right; chance {1 / N_COMBINATIONS:.2%}); per group "
         f"{' / '.join(GROUP_NAMES)} {' / '.join(f'{a:.1%}' for a in per_group)} "
         f"(chance {' / '.join(f'{1 / n:.1%}' for n in GROUPS)})")
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, summary
@@ -347,15 +453,20 @@ def _summary_of(path: Path) -> dict:
         return {}
 
 
-def ensure_pretrained_backbone(path: str | Path = DEFAULT_BACKBONE_PATH,
-                               steps: int = DEFAULT_STEPS, seed: int = 0,
-                               log: Callable[[str], None] = print, force: bool = False,
-                               batch_size: int = BATCH_SIZE) -> Path:
-    """Return `path`, pretraining and writing the backbone first (atomically) if it is missing
-    (or `force`). A JSON summary (steps, accuracy, time) is written next to it as <stem>.json."""
-    path = Path(path)
+def ensure_pretrained_backbone(path: str | Path | None = None, steps: int | None = None,
+                               seed: int = 0, log: Callable[[str], None] = print,
+                               force: bool = False, batch_size: int | None = None,
+                               network: Network = RESNET50) -> Path:
+    """Return `path` (default: the network's file under data/cache/), pretraining `network`
+    and writing it first (atomically) if it is missing, made by another recipe (task, steps,
+    image size, network), or `force`. A JSON summary (steps, accuracy, time) is written next
+    to it as <stem>.json. steps, batch_size: default the network's."""
+    path = Path(path if path is not None else network.default_path)
+    steps = network.steps if steps is None else steps
     made = _summary_of(path)
-    recipe = {"task": TASK, "steps": steps, "image_size": IMAGE_SIZE}
+    # a sidecar from before a key existed counts as this version's value of it
+    recipe = {"task": TASK, "steps": steps, "image_size": network.image_size,
+              "network": network.name}
     old = {k: made.get(k, v) for k, v in recipe.items()}
     if path.is_file() and not force and not made:
         log(f"{path} has no record of how it was pretrained ({path.with_suffix('.json').name} "
@@ -366,20 +477,29 @@ def ensure_pretrained_backbone(path: str | Path = DEFAULT_BACKBONE_PATH,
         return path
     if path.is_file() and not force:
         log(f"{path} was pretrained with {old}, this version uses {recipe}: pretraining again")
-    log(f"pretraining a ResNet-50 on synthetic data ({steps} steps) -> {path}")
-    state, summary = pretrain(steps, seed, batch_size, log=log)
+    log(f"pretraining a {network.title} on synthetic data ({steps} steps) -> {path}")
+    state, summary = pretrain(steps, seed, batch_size, log=log, network=network)
     save_backbone(path, state, summary)
     return path
 
 
+def ensure_pretrained_conformer(path: str | Path = DEFAULT_CONFORMER_PATH,
+                                steps: int | None = None, **kwargs) -> Path:
+    """`ensure_pretrained_backbone` for Conformer-S (the toy's --conformer_weights)."""
+    return ensure_pretrained_backbone(path, steps, network=CONFORMER_S, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(DEFAULT_BACKBONE_PATH))
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--network", choices=tuple(NETWORKS), default=RESNET50.name)
+    parser.add_argument("--out", help="default: data/cache/<network>_synthetic.pth")
+    parser.add_argument("--steps", type=int, help="default: the network's (ResNet-50 400, "
+                        f"Conformer-S {CONFORMER_STEPS})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rebuild even if the file exists")
     args = parser.parse_args(argv)
-    ensure_pretrained_backbone(args.out, args.steps, args.seed, force=args.force)
+    ensure_pretrained_backbone(args.out, args.steps, args.seed, force=args.force,
+                               network=NETWORKS[args.network])
 
 
 if __name__ == "__main__":

@@ -384,13 +384,13 @@ def load_starting_weights(net: Net, value: str | Path | None, flag: str = "--con
                           ) -> ConformerLoad | None:
     """The starting weights of a training pass: `value` is the flag's value, a file for
     `load_conformer_weights`, or "none" (RANDOM_INIT), which keeps the network's random
-    initialisation and returns None: only when asked, never because a file is missing (tests,
-    and the toy until a Conformer pretrained on synthetic data exists: docs/bao.md §3.1)."""
+    initialisation and returns None: only when asked, never because a file is missing (tests;
+    the toy defaults to the Conformer-S pretrained on synthetic data: docs/bao.md §3.1)."""
     if value is None:
         raise MissingInput(
             f"no {flag} given: training starts from an ImageNet Conformer-S. {WEIGHTS_HELP} as "
-            f"{flag}, or `{flag} {RANDOM_INIT}` to start from random initialisation (tests and "
-            f"the toy only: docs/bao.md §3.1)")
+            f"{flag}, or `{flag} {RANDOM_INIT}` to start from random initialisation (tests "
+            f"only: docs/bao.md §3.1)")
     if str(value).lower() == RANDOM_INIT:
         return None
     return load_conformer_weights(net, value, flag)

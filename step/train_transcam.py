@@ -58,7 +58,9 @@ STEP = Step(
         Flag("conformer_weights", shapes=False,
              help="starting weights: the ImageNet Conformer_small_patch16.pth of "
                   "pengzhiliang/Conformer (downloaded by hand), or a TransCAM-trained file; "
-                  "`none`: random initialisation (tests and the toy only, docs/bao.md §3.1)"),
+                  "`none`: random initialisation (tests only); default for the toy dataset: "
+                  "the Conformer-S pretrained on synthetic data, built and cached when this "
+                  "pass first runs (docs/bao.md §3.1)"),
         Flag("transcam_weights_name", default="sess/transcam.pth", shapes=False)),
     uses=("seed", "amp", "channels_last"),
     reads=(Files("conformer_weights"),), writes=(Files("transcam_weights_name"),),

@@ -117,3 +117,53 @@ def test_ground_truth_deeplab_passes_only_join_when_asked(fake_voc):
     assert args.train_seg_gt_pass and args.eval_seg_gt_pass
     args = _resolve(base + ["--eval_seg_gt_pass", "True", "--eval_seg_pass", "True"])
     assert args.eval_seg_gt_pass and not args.train_seg_gt_pass and not args.train_cam_pass
+
+
+def test_the_toy_conformer_is_built_only_when_a_pass_reading_it_runs(fake_voc, r50, monkeypatch):
+    """No dataset root: --conformer_weights stays unset (nothing built) unless train_transcam,
+    its one reader, runs; then it names the synthetic Conformer-S cache, built on first use.
+    A given value, or a dataset root of one's own, is left alone."""
+    import data.pretrain_backbone as pb
+    from step.driver import resolve
+
+    def toy(args):  # the toy's root and ResNet backbone without building them
+        args.voc12_root, args.backbone_weights = str(fake_voc), str(r50)
+
+    built = []
+    monkeypatch.setattr(resolve, "prepare_toy", toy)
+    monkeypatch.setattr(pb, "ensure_pretrained_conformer",
+                        lambda path, steps: built.append((path, steps)) or path)
+    assert _resolve([]).conformer_weights is None  # the default run: BAO's passes are off
+    assert _resolve(["--make_transcam_pass", "True"]).conformer_weights is None
+    assert built == []
+    args = _resolve(["--train_transcam_pass", "True"])
+    assert args.conformer_weights == str(resolve.TOY_CONFORMER)
+    assert resolve.TOY_CONFORMER.name == "conformer_s_synthetic.pth"
+    assert built == [(resolve.TOY_CONFORMER, pb.CONFORMER_STEPS)]
+    assert _resolve(["--train_transcam_pass", "True", "--conformer_weights",
+                     "none"]).conformer_weights == "none"
+    assert _resolve(["--voc12_root", str(fake_voc), "--train_transcam_pass",
+                     "True"]).conformer_weights is None
+    assert len(built) == 1
+
+
+def test_a_toy_conformer_cache_without_its_summary_is_noted(tmp_path, monkeypatch):
+    """The report notes a synthetic cache with no pretraining record, the Conformer's as the
+    ResNet's; a cache with its sidecar, or another file, gives no note."""
+    import argparse
+
+    from step.driver import resolve
+    from step.driver.workspace import given_by_hand
+    cache = tmp_path / "conformer_s_synthetic.pth"
+    cache.write_bytes(b"weights")
+    monkeypatch.setattr(resolve, "TOY_CONFORMER", cache)
+    args = argparse.Namespace(backbone_weights=None, conformer_weights=str(cache))
+    assert given_by_hand(run_sample.PIPELINE, args, []) == [
+        f"{cache} (the synthetic backbone's cache) has no record of how it was pretrained: "
+        f"used as given"]
+    cache.with_suffix(".json").write_text("{}")
+    assert given_by_hand(run_sample.PIPELINE, args, []) == []
+    other = tmp_path / "mine.pth"
+    other.write_bytes(b"weights")
+    assert given_by_hand(run_sample.PIPELINE, argparse.Namespace(
+        backbone_weights=None, conformer_weights=str(other)), []) == []

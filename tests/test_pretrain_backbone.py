@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import data.pretrain_backbone as pb
+from net import conformer
 from net.resnet50 import ResNet50, load_backbone_weights
 
 
@@ -79,10 +80,97 @@ def test_a_cache_of_another_step_count_or_task_is_pretrained_again(tmp_path: Pat
     pb.ensure_pretrained_backbone(path, steps=2, log=lambda _: None, batch_size=4)
     logs: list[str] = []
     pb.ensure_pretrained_backbone(path, steps=3, log=logs.append, batch_size=4)
-    assert any(f"pretrained with {{'task': '{pb.TASK}', 'steps': 2, 'image_size': 48}}, this "
-               f"version uses {{'task': '{pb.TASK}', 'steps': 3" in line for line in logs)
+    assert any(f"pretrained with {{'task': '{pb.TASK}', 'steps': 2, 'image_size': 48, "
+               f"'network': 'resnet50'}}, this version uses {{'task': '{pb.TASK}', 'steps': 3"
+               in line for line in logs)
     assert json.loads(path.with_suffix(".json").read_text())["steps"] == 3
     old = json.loads(path.with_suffix(".json").read_text())
     path.with_suffix(".json").write_text(json.dumps({**old, "task": None}))  # before the task
     pb.ensure_pretrained_backbone(path, steps=3, log=logs.append, batch_size=4)
     assert any("'task': None" in line for line in logs)
+
+
+# ------------------------------------------ Conformer ------------------------------------------
+
+def test_conformer_heads_are_the_imagenet_layout_and_train_on_the_task() -> None:
+    """The Conformer's two heads (a Linear on the pooled CNN map, one on the cls token) each
+    give the 48 group logits; at init (heads ~0) the loss is that of uniform guesses over the
+    2 heads x 3 groups of 16, 6 ln 16; a few steps on one batch bring it well down."""
+    torch.manual_seed(0)
+    model = pb.conformer_network(depth=3).build()
+    x, y = pb.synthetic_batch(np.random.default_rng(0), 8, pb.CONFORMER_IMAGE_SIZE)
+    assert x.shape == (8, 3, 64, 64)
+    model.train()
+    logits = model(x)
+    assert logits.shape == (8, 2, pb.N_OUTPUTS)
+    assert model.conv_cls_head.weight.shape == (pb.N_OUTPUTS, 1024)
+    assert model.trans_cls_head.weight.shape == (pb.N_OUTPUTS, conformer.EMBED_DIM)
+    start = pb.group_loss(logits, y).item()
+    assert start == pytest.approx(6 * np.log(16), abs=0.5)
+    pb.train(model, 12, np.random.default_rng(1), 8, batches=lambda rng, n: (x, y), lr=1e-3)
+    model.train()
+    with torch.no_grad():
+        end = float(pb.group_loss(model(x), y))
+    assert end < 0.5 * start
+
+
+def test_group_loss_sums_the_heads_and_predict_sums_their_logits() -> None:
+    y = torch.tensor([[3, 0, 15]])
+    one = torch.zeros(1, pb.N_OUTPUTS)
+    one[0, 3] = one[0, 16 + 0] = one[0, 32 + 15] = 5.0
+    two = torch.stack([one, torch.zeros_like(one)], dim=1)  # (1, 2, 48)
+    assert float(pb.group_loss(two, y)) == pytest.approx(
+        float(pb.group_loss(one, y)) + 3 * np.log(16), rel=1e-6)
+    assert pb.group_predict(two).tolist() == [[3, 0, 15]]
+
+
+def test_the_conformer_cache_loads_strictly_into_transcam_and_bao_networks(
+        tmp_path: Path) -> None:
+    """The saved file has the keys of conformer.Net (the ImageNet layout: 2-D
+    conv_cls_head.weight), loads with its two heads dropped and everything else equal to the
+    file; the sidecar names the network and its 64 px task."""
+    path = tmp_path / "conformer.pth"
+    network = pb.conformer_network(depth=3)
+    assert pb.ensure_pretrained_backbone(path, steps=2, batch_size=4, log=lambda _: None,
+                                         network=network) == path
+    summary = json.loads(path.with_suffix(".json").read_text())
+    assert (summary["network"], summary["image_size"], summary["steps"]) == (
+        "conformer_depth3", 64, 2)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(state) == set(conformer.Net(depth=3).state_dict())
+    assert state["conv_cls_head.weight"].shape == (pb.N_OUTPUTS, 1024)
+    net = conformer.Net(depth=3)
+    done = conformer.load_conformer_weights(net, path)
+    assert done.kind == "imagenet" and set(done.dropped) == set(conformer.HEAD_KEYS)
+    for key, value in net.state_dict().items():
+        if key not in conformer.HEAD_KEYS:
+            assert torch.equal(value, state[key]), key
+    assert not torch.allclose(net.bn1.running_var, torch.ones(64))  # recomputed statistics
+    bao = conformer.Net(depth=3, with_bao_layers=True)
+    assert set(conformer.load_conformer_weights(bao, path).kept_init) == \
+        set(conformer.HEAD_KEYS) | set(conformer.BAO_KEYS)
+    with pytest.raises(ValueError, match="does not fit"):  # depth 3 is no Conformer-S
+        conformer.load_conformer_weights(conformer.Net(depth=6), path)
+
+
+def test_a_cache_of_another_network_is_pretrained_again(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file whose sidecar names another network (a ResNet pretrained to the Conformer's
+    path) is rebuilt, with the network's own schedule when no steps are given."""
+    path = tmp_path / "conformer_s_synthetic.pth"
+    path.write_bytes(b"weights")
+    path.with_suffix(".json").write_text(json.dumps(
+        {"task": pb.TASK, "steps": pb.CONFORMER_STEPS, "image_size": 64, "network": "resnet50"}))
+    calls = []
+
+    def fake(steps, seed, batch_size, log, network):
+        calls.append((steps, batch_size, network.name))
+        return {"w": torch.zeros(1)}, {"network": network.name}
+
+    monkeypatch.setattr(pb, "pretrain", fake)
+    logs: list[str] = []
+    assert pb.ensure_pretrained_conformer(path, log=logs.append) == path
+    assert calls == [(pb.CONFORMER_STEPS, None, "conformer_s")]
+    assert any("'network': 'resnet50'" in line for line in logs)
+    assert pb.ensure_pretrained_conformer(path, log=logs.append) == path  # now current
+    assert len(calls) == 1

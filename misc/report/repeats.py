@@ -35,9 +35,22 @@ HEADLINE = (("classifier val mAP (%)", "train_cam.mAP", 1),
             ("random walk gain (points)", "eval_sem_seg.random_walk_gain", 100),
             ("DeepLab mIoU", "eval_seg.miou", 100),
             ("DeepLab on the ground truth mIoU", "eval_seg_gt.miou", 100))
+# BAO's (docs/bao.md §7), after the main numbers: its seed, its threshold-free masks, BAO on
+# our AMN; rows without numbers (a chain without BAO's passes) are left out as any other
+BAO_HEADLINE = (("TransCAM seed mIoU, best threshold", "eval_transcam.best_miou", 100),
+                ("BAO threshold-free mask mIoU", "eval_bao.miou", 100),
+                ("BAO maps mIoU, best threshold", "eval_bao.maps.best_miou", 100),
+                ("BAO-on-AMN (a) softmax argmax mIoU", "eval_amn_cam.threshold_free.softmax_argmax.miou",
+                 100),
+                ("BAO-on-AMN (a) min-max mIoU", "eval_amn_cam.threshold_free.bao_min_max.miou",
+                 100),
+                ("BAO-on-AMN (a) min-max + CRF mIoU", "eval_amn_cam.threshold_free.bao_min_max_crf.miou",
+                 100),
+                ("BAO-on-AMN (b) self-trained mask mIoU", "eval_bao_amn.miou", 100))
 
-# the paper's claims as paired differences per seed: (claim, metric a, metric b, scale):
-# the effect is a - b; it holds beyond noise when its mean exceeds 2 sample stds over seeds
+# the paper's claims as paired differences per seed: (claim, metric a, metric b, scale[,
+# margin]): the effect is a - b (scaled); it holds beyond noise when its mean + margin exceeds
+# 2 sample stds over seeds (a margin m > 0 claims a >= b - m: "within m points")
 CLAIMS = (("AMN seed > CAM seed, each at its best threshold (points)",
            "eval_amn_cam.best_miou", "eval_cam.best_miou", 100),
           ("AMN's plateau wider than CAM's (threshold units)",
@@ -59,7 +72,24 @@ CLAIMS = (("AMN seed > CAM seed, each at its best threshold (points)",
           ("PMM: DeepLab with PUF > with plain CE (points)",
            "eval_seg.miou", "ce.eval_seg.miou", 100),
           ("PMM: DeepLab CP round 2 > round 1 (points)",
-           "eval_seg_cp.miou", "eval_seg.miou", 100))
+           "eval_seg_cp.miou", "eval_seg.miou", 100),
+          # BAO's (docs/bao.md §7): threshold-free within 1 point of the best threshold, i.e.
+          # not more than 1 point below it (margin 1); and BAO over its TransCAM seed
+          ("BAO: threshold-free mask within 1 point of its maps at their best threshold "
+           "(points; holds: > -1)", "eval_bao.miou", "eval_bao.maps.best_miou", 100, 1.0),
+          ("BAO: threshold-free mask > TransCAM seed at its best threshold (points)",
+           "eval_bao.miou", "eval_transcam.best_miou", 100),
+          ("BAO-on-AMN (a): softmax argmax within 1 point of AMN's best threshold "
+           "(points; holds: > -1)", "eval_amn_cam.threshold_free.softmax_argmax.miou",
+           "eval_amn_cam.best_miou", 100, 1.0),
+          ("BAO-on-AMN (a): min-max within 1 point of AMN's best threshold "
+           "(points; holds: > -1)", "eval_amn_cam.threshold_free.bao_min_max.miou",
+           "eval_amn_cam.best_miou", 100, 1.0),
+          ("BAO-on-AMN (a): min-max + CRF within 1 point of AMN's best threshold "
+           "(points; holds: > -1)", "eval_amn_cam.threshold_free.bao_min_max_crf.miou",
+           "eval_amn_cam.best_miou", 100, 1.0),
+          ("BAO-on-AMN (b): self-trained mask within 1 point of AMN's best threshold "
+           "(points; holds: > -1)", "eval_bao_amn.miou", "eval_amn_cam.best_miou", 100, 1.0))
 
 
 def is_finished(metrics_folder: str | Path, argv: list[str]) -> bool:
@@ -146,15 +176,18 @@ def verdict(mean: float, std: float | None) -> str:
 
 def claims(table: dict[str, dict]) -> list[dict]:
     """Each claim of CLAIMS over `aggregate`'s table: its per-seed effects (scaled a - b on the
-    seeds having both), their stats, `holds`: mean > 2 std (None with fewer than 2 seeds) and
-    `verdict` (`verdict`; "not run" without seeds)."""
+    seeds having both), their stats, its `margin` (only where the claim gives one), `holds`:
+    mean + margin > 2 std (None with fewer than 2 seeds) and `verdict` (`verdict` of mean +
+    margin; "not run" without seeds)."""
     out = []
-    for claim, a, b, scale in CLAIMS:
+    for claim, a, b, scale, *margin in CLAIMS:
         va, vb = (table.get(m, {}).get("values", {}) for m in (a, b))
         effects = {seed: scale * (va[seed] - vb[seed]) for seed in va if seed in vb}
-        row = {"claim": claim, "a": a, "b": b, **(stats(effects) if effects else {"n": 0})}
-        row["holds"] = (row["mean"] > 2 * row["std"]) if row.get("std") is not None else None
-        row["verdict"] = verdict(row["mean"], row["std"]) if effects else "not run"
+        row = {"claim": claim, "a": a, "b": b, **({"margin": margin[0]} if margin else {}),
+               **(stats(effects) if effects else {"n": 0})}
+        shifted = row["mean"] + row.get("margin", 0.0) if effects else None
+        row["holds"] = (shifted > 2 * row["std"]) if row.get("std") is not None else None
+        row["verdict"] = verdict(shifted, row["std"]) if effects else "not run"
         out.append(row)
     return out
 
@@ -175,9 +208,10 @@ def claims_markdown(rows: list[dict]) -> str:
 
 
 def headline_markdown(table: dict[str, dict]) -> str:
-    """The report's main numbers over seeds, in points where they are mIoU."""
+    """The report's main numbers over seeds (HEADLINE, then BAO_HEADLINE), in points where
+    they are mIoU."""
     lines = ["| | seeds | mean ± std | min–max |", "| --- | ---: | --- | --- |"]
-    for label, metric, scale in HEADLINE:
+    for label, metric, scale in HEADLINE + BAO_HEADLINE:
         if metric in table:
             s = table[metric]
             std = "-" if s["std"] is None else f"{scale * s['std']:.2f}"

@@ -215,7 +215,18 @@ def _seed(name: str, r: dict) -> str:
     if "ppmg_best" in r:
         b = r["ppmg_best"]
         text += f"; PPMG best {100 * b['miou']:.1f} @ alpha {b['alpha']:g}, cv_scale {b['cv_scale']:g}"
+    rows = r.get("threshold_free", {})
+    if rows:  # eval_amn_cam --amn_bao_eval: BAO-on-AMN (a), docs/bao.md §5.1
+        text += "; threshold-free " + ", ".join(
+            f"{row.replace('_', ' ')} {100 * v['miou']:.1f}" for row, v in rows.items())
     return text
+
+
+def _bao(name: str, r: dict) -> str:
+    """eval_bao / eval_bao_amn: the threshold-free labels, then their maps' sweep."""
+    return (f"{name} threshold-free mIoU {100 * r['miou']:.1f} (FP {100 * r['mean_fp']:.1f}, "
+            f"FN {100 * r['mean_fn']:.1f}; {100 * r['no_crf']['miou']:.1f} before the CRF); "
+            + _seed(f"{name} maps", r["maps"]))
 
 
 def ppmg_table(records: dict[str, dict]) -> str | None:
@@ -278,9 +289,9 @@ RESULTS = {
     "train_transcam": lambda r: f"TransCAM val mAP {r['mAP']:.1f}" if "mAP" in r else _loss(r),
     "eval_transcam": lambda r: _seed("TransCAM", r),
     "train_bao": _loss,
-    "eval_bao": lambda r: (f"BAO threshold-free mIoU {100 * r['miou']:.1f} (FP {100 * r['mean_fp']:.1f}, "
-                           f"FN {100 * r['mean_fn']:.1f}; {100 * r['no_crf']['miou']:.1f} before "
-                           f"the CRF); " + _seed("BAO maps", r["maps"])),
+    "eval_bao": lambda r: _bao("BAO", r),
+    "train_bao_amn": _loss,
+    "eval_bao_amn": lambda r: _bao("BAO-on-AMN", r),
 }
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.pretrain_backbone import DEFAULT_BACKBONE_PATH, DEFAULT_STEPS
+from data.pretrain_backbone import (
+    CONFORMER_S,
+    DEFAULT_BACKBONE_PATH,
+    DEFAULT_CONFORMER_PATH,
+    DEFAULT_STEPS,
+)
 from data.toy_dataset import ToyConfig
 from data.toy_parts import PartsConfig
 from step.driver import context
@@ -28,6 +33,8 @@ TOY_COCO_ROOT = REPO / "data" / "toy_coco"  # the same images in COCO layout (--
 PARTS_ROOT, PARTS_CONFIG = REPO / "data" / "toy_parts_voc", PartsConfig()
 PARTS_COCO_ROOT = REPO / "data" / "toy_parts_coco"
 TOY_BACKBONE, TOY_PRETRAIN_STEPS = DEFAULT_BACKBONE_PATH, DEFAULT_STEPS
+# the toy's --conformer_weights: built only when a pass reading it runs (docs/bao.md §3.1)
+TOY_CONFORMER, TOY_CONFORMER_STEPS = DEFAULT_CONFORMER_PATH, CONFORMER_S.steps
 
 # default lists per --dataset (paths relative to the repository); the toy root carries its own
 DATASET_LISTS = {
@@ -88,6 +95,8 @@ def resolve(pipeline: Pipeline, args: Flags) -> Flags:
             for step in ("cam", "amn"):
                 setattr(args, f"{step}_conf_{kind}_thres", getattr(args, f"conf_{kind}_thres"))
     select_passes(pipeline, args)
+    if toy:
+        prepare_toy_conformer(pipeline, args)
     return args
 
 
@@ -120,6 +129,19 @@ def prepare_toy(args: Flags) -> None:
         args.voc12_root = str(voc_root)
     if args.backbone_weights is None:
         args.backbone_weights = str(ensure_pretrained_backbone(TOY_BACKBONE, TOY_PRETRAIN_STEPS))
+
+
+def prepare_toy_conformer(pipeline: Pipeline, args: Flags) -> None:
+    """The toy's --conformer_weights when none is given: the Conformer-S pretrained on the
+    synthetic procedural data (data/pretrain_backbone.py, cached, built on first use), only
+    when a pass that reads the flag (train_transcam) runs; otherwise the flag stays as given,
+    so a call without the TransCAM passes (the default run) never builds it."""
+    readers = [name for name, step in pipeline.steps.items()
+               if any(files.flag == "conformer_weights" for files in step.reads)]
+    if args.conformer_weights is None and any(getattr(args, f"{n}_pass") for n in readers):
+        from data.pretrain_backbone import ensure_pretrained_conformer
+        args.conformer_weights = str(ensure_pretrained_conformer(TOY_CONFORMER,
+                                                                 TOY_CONFORMER_STEPS))
 
 
 def output_subfolder(args: Flags) -> str | None:

@@ -131,11 +131,13 @@ def given_by_hand(pipeline: Pipeline, args: Flags, passes: list[str]) -> list[st
     (no record, e.g. a released reference checkpoint), used as given; the same for the
     synthetic backbone's cache without its pretraining summary."""
     notes = []
-    backbone = Path(args.backbone_weights or "")
-    if backbone.resolve() == Path(resolve.TOY_BACKBONE).resolve() and backbone.is_file() \
-            and not backbone.with_suffix(".json").is_file():
-        notes.append(f"{backbone} (the synthetic backbone's cache) has no record of how it was "
-                     f"pretrained: used as given")
+    for cache, value in ((resolve.TOY_BACKBONE, args.backbone_weights),
+                         (resolve.TOY_CONFORMER, getattr(args, "conformer_weights", None))):
+        backbone = Path(value or "")
+        if backbone.resolve() == Path(cache).resolve() and backbone.is_file() \
+                and not backbone.with_suffix(".json").is_file():
+            notes.append(f"{backbone} (the synthetic backbone's cache) has no record of how it "
+                         f"was pretrained: used as given")
     for name in passes:
         for files in pipeline.steps[name].reads:
             path = path_of(args, files.flag)
