@@ -21,11 +21,13 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -66,6 +68,7 @@ TARGETS: dict[str, list[str]] = {
 
 # mutmut's statuses, as its cache stores them
 KILLED, SURVIVED, TIMEOUT, SUSPICIOUS = "ok_killed", "bad_survived", "bad_timeout", "ok_suspicious"
+UNTESTED = "untested"
 
 
 def scratch_copy(dest: Path) -> None:
@@ -161,7 +164,51 @@ def client(sock_path: str, tests: list[str]) -> int:
     return 1 if code not in (0, 5) else code
 
 
+TRACEBACK = "Traceback (most recent call last):"
+CRASH_GRACE_S = 30.0  # how long a mutmut that printed a traceback may take to exit on its own
+ATTEMPTS = 3  # mutmut runs per module: a crashed run is resumed from its cache
+
+
+def watch(cmd: list[str], cwd: Path, grace: float = CRASH_GRACE_S) -> tuple[int | None, str]:
+    """Run cmd in its own process group, echoing its output; (exit code, traceback text).
+
+    mutmut 2.5.1 can crash in its cache (a `ValueError` in update_mutant_status, seen once on
+    the contended machine and not reproduced since) and then hang in its queues' teardown
+    instead of exiting. A run whose output shows a traceback is given `grace` seconds to exit;
+    after that its whole group (mutmut, its worker, the runner) is killed and the exit code is
+    None. The traceback text (from its first line on) is returned, "" when there was none."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    crashed_at = None
+    while proc.poll() is None:
+        if crashed_at is None and any(line.startswith(TRACEBACK) for line in lines):
+            crashed_at = time.monotonic()
+        if crashed_at is not None and time.monotonic() - crashed_at > grace:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            break
+        time.sleep(0.2)
+    reader.join(timeout=5)
+    code = None if crashed_at is not None and proc.returncode < 0 else proc.returncode
+    first = next((i for i, line in enumerate(lines) if line.startswith(TRACEBACK)), None)
+    return code, "" if first is None else "".join(lines[first:])
+
+
 def run_mutmut(work: Path, module: str, tests: list[str]) -> None:
+    """mutmut over module's mutants in the scratch copy `work`, against the pytest server.
+
+    A run that crashed (printed a traceback) is killed if it stalls and resumed: mutmut's cache
+    keeps every tested mutant's status, so the rerun tests only the mutants left untested. A
+    mutant file left mutated by the killed run is restored first. After ATTEMPTS crashes, or
+    when the pytest server died (every later mutant would count as killed), this raises."""
     sock_path = str(work / ".pytest-server")
     server = subprocess.Popen([sys.executable, "-m", "tools.mutate", "--serve", sock_path, module],
                               cwd=work)
@@ -173,12 +220,28 @@ def run_mutmut(work: Path, module: str, tests: list[str]) -> None:
                "--runner", runner, "--tests-dir", "tests", "--no-progress", "--simple-output",
                # generous timeouts: the machine is often shared; a slow mutant is not a killed one
                "--test-time-multiplier", "4", "--test-time-base", "20"]
-        subprocess.run(cmd, cwd=work, check=False)
-        if server.poll() is not None:  # every mutant after its death would count as killed
-            raise RuntimeError(f"the pytest server died during the run (exit {server.returncode}): "
-                               "the kills counted after it are not real; rerun")
+        for attempt in range(1, ATTEMPTS + 1):
+            _, crash = watch(cmd, work)
+            if server.poll() is not None:  # every mutant after its death would count as killed
+                raise RuntimeError(f"the pytest server died during the run (exit "
+                                   f"{server.returncode}): the kills counted after it are not "
+                                   "real; rerun")
+            if not crash:
+                return
+            backup = work / (module + ".bak")
+            if backup.is_file():  # killed while a mutant was on disk
+                os.replace(backup, work / module)
+            print(f"mutmut crashed (attempt {attempt} of {ATTEMPTS}); resuming from its cache",
+                  flush=True)
+        raise RuntimeError(f"mutmut crashed {ATTEMPTS} times on {module}; the last traceback:\n"
+                           f"{crash}")
     finally:
         server.kill()
+
+
+def untested(rows: list[tuple[int, str]]) -> list[int]:
+    """The ids of mutants mutmut never tested (a run that stopped early)."""
+    return [mid for mid, status in rows if status == UNTESTED]
 
 
 def mutants(work: Path, module: str) -> list[tuple[int, str]]:
@@ -223,6 +286,9 @@ def mutate(module: str, tests: list[str]) -> dict:
         scratch_copy(work)
         run_mutmut(work, module, tests)
         rows = mutants(work, module)
+        if untested(rows):
+            raise RuntimeError(f"mutmut left {len(untested(rows))} of {len(rows)} mutants of "
+                               f"{module} untested (ids {untested(rows)[:10]}...): no report")
         survivors, equivalent = [], []
         for mid, status in rows:
             if status == KILLED:

@@ -1,0 +1,32 @@
+"""tools/mutate.py's guard around mutmut: a run that printed a traceback and stalled is killed
+and reported, a clean run is left alone, and a run that left mutants untested is noticed."""
+from __future__ import annotations
+
+import sys
+
+from tools.mutate import TRACEBACK, untested, watch
+
+STALL = ("import sys, time\n"
+         f"print('2. Checking mutants'); print({TRACEBACK!r}); print('ValueError: boom')\n"
+         "sys.stdout.flush(); time.sleep(60)\n")
+
+
+def test_a_run_that_printed_a_traceback_and_stalled_is_killed_and_its_traceback_returned(tmp_path):
+    code, crash = watch([sys.executable, "-c", STALL], tmp_path, grace=0.5)
+    assert code is None  # killed (the child would sleep 60 s, then exit 0)
+    assert crash == f"{TRACEBACK}\nValueError: boom\n"  # from the traceback's first line on
+
+
+def test_a_clean_run_keeps_its_exit_code_and_reports_no_traceback(tmp_path):
+    assert watch([sys.executable, "-c", "print('done'); raise SystemExit(3)"], tmp_path) == (3, "")
+
+
+def test_a_run_that_exits_after_its_traceback_keeps_its_code_and_the_traceback(tmp_path):
+    code, crash = watch([sys.executable, "-c", "raise ValueError('x')"], tmp_path, grace=5)
+    assert code == 1 and crash.startswith(TRACEBACK) and crash.endswith("ValueError: x\n")
+
+
+def test_mutants_left_untested_are_listed_by_id():
+    rows = [(1, "ok_killed"), (2, "untested"), (3, "bad_survived"), (4, "untested")]
+    assert untested(rows) == [2, 4]
+    assert untested([(1, "ok_killed")]) == []
