@@ -39,7 +39,7 @@ OUT = ROOT / "result" / "mutation"
 # module -> the test files that cover it: the modules that decide numbers and provenance
 TARGETS: dict[str, list[str]] = {
     "misc/io/records.py": ["tests/test_records_mutants.py"],
-    "step/driver/plan.py": ["tests/test_plan.py"],
+    "step/driver/plan.py": ["tests/test_plan.py", "tests/test_plan_disk.py"],
     "misc/io/maps.py": ["tests/test_maps_mutants.py"],
     "misc/eval/metrics.py": ["tests/test_metrics_mutants.py", "tests/test_metrics.py"],
     "misc/eval/ins_eval.py": ["tests/test_ins_eval_mutants.py", "tests/test_ins_eval.py"],
@@ -294,13 +294,17 @@ def mutate(module: str, tests: list[str]) -> dict:
             if status == KILLED:
                 continue
             text = diff(work, mid)
-            entry = is_equivalent(changed_lines(text), listed) if status == SURVIVED else None
+            # a listed mutant that timed out is still equivalent: the hang is the harness's
+            # (e.g. a loader worker forked from the forked pytest child), not a test's verdict
+            entry = (is_equivalent(changed_lines(text), listed)
+                     if status in (SURVIVED, TIMEOUT) else None)
             if entry:
-                equivalent.append((text, entry["reason"]))
+                equivalent.append((text, entry["reason"] + (" (timed out in the run)"
+                                                            if status == TIMEOUT else "")))
             else:
                 survivors.append((status, text))
     killed = sum(status == KILLED for _, status in rows)
-    timeouts = sum(status == TIMEOUT for _, status in rows)
+    timeouts = sum(status == TIMEOUT for status, _ in survivors)
     judged = len(rows) - len(equivalent)
     row = {"module": module, "tests": tests, "mutants": len(rows), "killed": killed,
            "timeout": timeouts, "equivalent": len(equivalent),
