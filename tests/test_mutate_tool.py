@@ -3,8 +3,9 @@ and reported, a clean run is left alone, and a run that left mutants untested is
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
-from tools.mutate import TRACEBACK, untested, watch
+from tools.mutate import TRACEBACK, parse_lines, restrict_to, untested, watch
 
 STALL = ("import sys, time\n"
          f"print('2. Checking mutants'); print({TRACEBACK!r}); print('ValueError: boom')\n"
@@ -30,3 +31,18 @@ def test_mutants_left_untested_are_listed_by_id():
     rows = [(1, "ok_killed"), (2, "untested"), (3, "bad_survived"), (4, "untested")]
     assert untested(rows) == [2, 4]
     assert untested([(1, "ok_killed")]) == []
+
+
+def test_a_line_restriction_skips_the_mutants_outside_its_ranges(tmp_path):
+    assert parse_lines("35-70,413-470,9") == [(35, 70), (413, 470), (9, 9)]
+    restrict_to(tmp_path, [(35, 70), (9, 9)])
+    hook: dict = {}
+    exec((tmp_path / "mutmut_config.py").read_text(), hook)
+
+    def skipped(line_1_based: int) -> bool:
+        context = SimpleNamespace(mutation_id=SimpleNamespace(line_number=line_1_based - 1),
+                                  skip=False)
+        hook["pre_mutation"](context)
+        return context.skip
+    assert [skipped(n) for n in (8, 9, 10, 34, 35, 70, 71)] == [True, False, True, True, False,
+                                                              False, True]

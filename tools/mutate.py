@@ -3,6 +3,7 @@
     python -m tools.mutate misc/io/records.py            # the covering tests from TARGETS
     python -m tools.mutate misc/io/records.py --tests tests/test_records.py tests/test_plan.py
     python -m tools.mutate --all                         # every module of TARGETS, in turn
+    python -m tools.mutate step/driver/plan.py --lines 35-70,413-470   # those lines' mutants only
 
 mutmut changes the source on disk, so the run happens in a scratch copy of the tracked files:
 the working tree is never mutated, even when a run is killed. Each mutant (one small change:
@@ -68,7 +69,7 @@ TARGETS: dict[str, list[str]] = {
 
 # mutmut's statuses, as its cache stores them
 KILLED, SURVIVED, TIMEOUT, SUSPICIOUS = "ok_killed", "bad_survived", "bad_timeout", "ok_suspicious"
-UNTESTED = "untested"
+UNTESTED, SKIPPED = "untested", "skipped"
 
 
 def scratch_copy(dest: Path) -> None:
@@ -239,6 +240,26 @@ def run_mutmut(work: Path, module: str, tests: list[str]) -> None:
         server.kill()
 
 
+def parse_lines(spec: str) -> list[tuple[int, int]]:
+    """"36-66,413-470" -> [(36, 66), (413, 470)]: 1-based inclusive line ranges."""
+    ranges = []
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        ranges.append((int(first), int(last or first)))
+    return ranges
+
+
+def restrict_to(work: Path, ranges: list[tuple[int, int]]) -> None:
+    """Have mutmut skip (status "skipped", no test run) every mutant outside `ranges`: a
+    mutmut_config.py in the scratch copy, whose pre_mutation hook mutmut calls per mutant."""
+    (work / "mutmut_config.py").write_text(
+        f"RANGES = {ranges!r}\n\n\n"
+        "def pre_mutation(context):\n"
+        "    line = context.mutation_id.line_number + 1  # mutmut counts from 0\n"
+        "    if not any(first <= line <= last for first, last in RANGES):\n"
+        "        context.skip = True\n")
+
+
 def untested(rows: list[tuple[int, str]]) -> list[int]:
     """The ids of mutants mutmut never tested (a run that stopped early)."""
     return [mid for mid, status in rows if status == UNTESTED]
@@ -277,15 +298,20 @@ def is_equivalent(entry: tuple[str, str], listed: list[dict]) -> dict | None:
     return next((e for e in listed if (e["original"].strip(), e["mutated"].strip()) == entry), None)
 
 
-def mutate(module: str, tests: list[str]) -> dict:
-    """Run mutmut on module in a scratch copy; write its survivors; return its score row."""
+def mutate(module: str, tests: list[str], lines: str | None = None) -> dict:
+    """Run mutmut on module in a scratch copy; write its survivors; return its score row.
+    `lines` ("36-66,413-470"): only the mutants on those lines are tested; the row, its
+    report and its summary key say so (`<module>:<lines>`)."""
     start = time.time()
     listed = load_equivalents().get(module, [])
     with tempfile.TemporaryDirectory(prefix="mutate-") as tmp:
         work = Path(tmp)
         scratch_copy(work)
+        if lines:
+            restrict_to(work, parse_lines(lines))
         run_mutmut(work, module, tests)
-        rows = mutants(work, module)
+        everything = mutants(work, module)
+        rows = [(mid, status) for mid, status in everything if status != SKIPPED]
         if untested(rows):
             raise RuntimeError(f"mutmut left {len(untested(rows))} of {len(rows)} mutants of "
                                f"{module} untested (ids {untested(rows)[:10]}...): no report")
@@ -312,6 +338,8 @@ def mutate(module: str, tests: list[str]) -> dict:
            # a mutant that hangs the tests is caught too: the run fails
            "score": round((killed + timeouts) / judged, 4) if judged else 1.0,
            "seconds": round(time.time() - start, 1)}
+    if lines:
+        row.update(lines=lines, skipped=len(everything) - len(rows), key=f"{module}:{lines}")
     write_report(module, row, survivors, equivalent)
     return row
 
@@ -319,7 +347,10 @@ def mutate(module: str, tests: list[str]) -> dict:
 def write_report(module: str, row: dict, survivors: list, equivalent: list) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     lines = [f"# Mutation testing of {module}", "",
-             f"tests: {' '.join(row['tests'])}", "",
+             f"tests: {' '.join(row['tests'])}", ""]
+    if "lines" in row:
+        lines += [f"lines {row['lines']} only: {row['skipped']} mutants elsewhere skipped", ""]
+    lines += [
              f"mutants {row['mutants']}, killed {row['killed']}, timeout {row['timeout']}, "
              f"equivalent {row['equivalent']}, survived {row['survived']}: "
              f"score {row['score']:.1%} in {row['seconds']} s", "", "## Survivors", ""]
@@ -328,10 +359,14 @@ def write_report(module: str, row: dict, survivors: list, equivalent: list) -> N
     lines += ["## Equivalent (tools/mutation_equivalents.toml)", ""]
     for text, reason in equivalent:
         lines += [f"reason: {reason}", "```diff", text.strip(), "```", ""]
-    (OUT / (module.removesuffix(".py").replace("/", ".") + ".md")).write_text("\n".join(lines))
+    key = row.get("key", module)
+    name = module.removesuffix(".py").replace("/", ".")
+    if "lines" in row:
+        name += ".lines-" + row["lines"].replace(",", "_")
+    (OUT / (name + ".md")).write_text("\n".join(lines))
     summary_path = OUT / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    summary[module] = row
+    summary[key] = row
     summary_path.write_text(json.dumps(summary, indent=1, sort_keys=True))
 
 
@@ -340,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("module", nargs="?", help="a source path, e.g. misc/io/records.py")
     p.add_argument("--tests", nargs="+", help="the covering test files (default: TARGETS)")
     p.add_argument("--all", action="store_true", help="every module of TARGETS")
+    p.add_argument("--lines", help="only the mutants on these 1-based line ranges, e.g. "
+                                   "36-66,413-470 (a module too slow to run whole)")
     p.add_argument("--serve", metavar="SOCKET", help=argparse.SUPPRESS)
     p.add_argument("--client", metavar="SOCKET", help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
@@ -359,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{module}: not in tools/mutate.py TARGETS; name its tests with --tests")
         if not (ROOT / module).is_file():
             p.error(f"{module}: no such file under {ROOT}")
-        row = mutate(module, tests)
+        row = mutate(module, tests, args.lines)
         print(f"{module}: {row['killed'] + row['timeout']}/{row['mutants'] - row['equivalent']} "
               f"killed ({row['score']:.1%}), {row['equivalent']} equivalent, "
               f"{row['survived']} survived, {row['seconds']} s -> {OUT}", flush=True)
