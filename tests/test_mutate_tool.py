@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
-from tools.mutate import TRACEBACK, parse_lines, restrict_to, untested, watch
+from tools.mutate import TRACEBACK, changed_lines, is_equivalent, parse_lines, restrict_to, untested, watch
 
 STALL = ("import sys, time\n"
          f"print('2. Checking mutants'); print({TRACEBACK!r}); print('ValueError: boom')\n"
@@ -46,3 +46,11 @@ def test_a_line_restriction_skips_the_mutants_outside_its_ranges(tmp_path):
         return context.skip
     assert [skipped(n) for n in (8, 9, 10, 34, 35, 70, 71)] == [True, False, True, True, False,
                                                               False, True]
+
+
+def test_an_equivalent_with_near_matches_only_the_mutant_next_to_that_text():
+    listed = [{"original": "continue", "mutated": "break", "near": "if path is None:", "reason": "r"}]
+    here = " x\n     if path is None:\n-        continue\n+        break\n"
+    there = " x\n     if other:\n-        continue\n+        break\n"
+    assert is_equivalent(changed_lines(here), listed, here) is listed[0]
+    assert is_equivalent(changed_lines(there), listed, there) is None

@@ -40,7 +40,7 @@ OUT = ROOT / "result" / "mutation"
 # module -> the test files that cover it: the modules that decide numbers and provenance
 TARGETS: dict[str, list[str]] = {
     "misc/io/records.py": ["tests/test_records_mutants.py"],
-    "step/driver/plan.py": ["tests/test_plan.py", "tests/test_plan_disk.py"],
+    "step/driver/plan.py": ["tests/test_plan_disk.py", "tests/test_plan.py"],  # -x: disk first
     "misc/io/maps.py": ["tests/test_maps_mutants.py"],
     "misc/eval/metrics.py": ["tests/test_metrics_mutants.py", "tests/test_metrics.py"],
     "misc/eval/ins_eval.py": ["tests/test_ins_eval_mutants.py", "tests/test_ins_eval.py"],
@@ -294,8 +294,12 @@ def load_equivalents() -> dict[str, list[dict]]:
     return tomllib.loads(EQUIVALENTS.read_text()).get("module", {})
 
 
-def is_equivalent(entry: tuple[str, str], listed: list[dict]) -> dict | None:
-    return next((e for e in listed if (e["original"].strip(), e["mutated"].strip()) == entry), None)
+def is_equivalent(entry: tuple[str, str], listed: list[dict], text: str = "") -> dict | None:
+    """The listed equivalent of a mutant's (original, mutated) line; an entry with `near`
+    (for a line that occurs more than once, e.g. a bare `continue`) also needs that text in
+    the mutant's diff (its context lines)."""
+    return next((e for e in listed if (e["original"].strip(), e["mutated"].strip()) == entry
+                 and e.get("near", "") in text), None)
 
 
 def mutate(module: str, tests: list[str], lines: str | None = None) -> dict:
@@ -322,7 +326,7 @@ def mutate(module: str, tests: list[str], lines: str | None = None) -> dict:
             text = diff(work, mid)
             # a listed mutant that timed out is still equivalent: the hang is the harness's
             # (e.g. a loader worker forked from the forked pytest child), not a test's verdict
-            entry = (is_equivalent(changed_lines(text), listed)
+            entry = (is_equivalent(changed_lines(text), listed, text)
                      if status in (SURVIVED, TIMEOUT) else None)
             if entry:
                 equivalent.append((text, entry["reason"] + (" (timed out in the run)"
