@@ -10,6 +10,7 @@ import torch
 from misc.irn.ins_seg import (
     InstanceResult,
     connected_components,
+    edge_and_displacement,
     find_centroids,
     instance_map,
     instance_seeds,
@@ -123,3 +124,24 @@ def test_inconsistent_instance_files_are_refused(tmp_path):
              **{"class": np.zeros(3, np.int64)})
     with pytest.raises(ValueError, match="inconsistent"):
         load_instances(tmp_path / "c.npz")
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (32, 29), (29, 32), (33, 20), (20, 33),
+                                           (25, 27), (26, 28)])
+def test_the_pair_is_padded_only_when_it_fits_and_the_maps_are_cropped_to_ceil_of_a_quarter(
+        height, width):
+    """pad_to 32: padded to 32x32 iff both sides are at most 32; the outputs are cropped to
+    (ceil(H / 4), ceil(W / 4)), worked out here for each size (8x8, 8x8, 8x8, 9x5, 5x9, 7x7,
+    7x7)."""
+    seen = []
+
+    def forward(x):
+        seen.append(tuple(x.shape[2:]))
+        s4 = (-(-x.shape[2] // 4), -(-x.shape[3] // 4))
+        return torch.zeros(2, 1, *s4), torch.zeros(2, 2, *s4)
+    boundary, disp = edge_and_displacement(forward, torch.zeros(3, height, width), pad_to=32)
+    fits = height <= 32 and width <= 32
+    assert seen == [(32, 32) if fits else (height, width)]
+    want = {(32, 32): (8, 8), (32, 29): (8, 8), (29, 32): (8, 8), (33, 20): (9, 5),
+            (20, 33): (5, 9), (25, 27): (7, 7), (26, 28): (7, 7)}[(height, width)]
+    assert boundary.shape == want and disp.shape == (2, *want)

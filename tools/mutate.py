@@ -173,11 +173,15 @@ ATTEMPTS = 3  # mutmut runs per module: a crashed run is resumed from its cache
 def watch(cmd: list[str], cwd: Path, grace: float = CRASH_GRACE_S) -> tuple[int | None, str]:
     """Run cmd in its own process group, echoing its output; (exit code, traceback text).
 
-    mutmut 2.5.1 can crash in its cache (a `ValueError` in update_mutant_status, seen once on
-    the contended machine and not reproduced since) and then hang in its queues' teardown
-    instead of exiting. A run whose output shows a traceback is given `grace` seconds to exit;
-    after that its whole group (mutmut, its worker, the runner) is killed and the exit code is
-    None. The traceback text (from its first line on) is returned, "" when there was none."""
+    mutmut 2.5.1 crashes in its cache (`ValueError: Attribute Mutant.line is required` in
+    update_mutant_status, `assert line` in its worker) when the cache's lines are re-keyed
+    while a mutant is on disk: `mutmut show` / `mutmut apply` call update_line_numbers, which
+    re-reads the source file, so one run in the live scratch copy (to peek at a survivor)
+    replaces the mutated line's row and the original line is no longer found. It then hangs in
+    its queues' teardown instead of exiting. A run whose output shows a traceback is given
+    `grace` seconds to exit; after that its whole group (mutmut, its worker, the runner) is
+    killed and the exit code is None. The traceback text (from its first line on) is returned,
+    "" when there was none."""
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     lines: list[str] = []
