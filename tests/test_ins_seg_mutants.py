@@ -13,6 +13,7 @@ from misc.irn.ins_seg import (
     edge_and_displacement,
     find_centroids,
     instance_map,
+    instance_masks,
     instance_seeds,
     load_instances,
     save_instances,
@@ -145,3 +146,14 @@ def test_the_pair_is_padded_only_when_it_fits_and_the_maps_are_cropped_to_ceil_o
     want = {(32, 32): (8, 8), (32, 29): (8, 8), (29, 32): (8, 8), (33, 20): (9, 5),
             (20, 33): (5, 9), (25, 27): (7, 7), (26, 28): (7, 7)}[(height, width)]
     assert boundary.shape == want and disp.shape == (2, *want)
+
+
+def test_by_default_a_segment_above_1_percent_of_the_image_keeps_its_score():
+    """One class, one instance (zero displacement: one weak component), no boundaries: the
+    segment is where the walked CAM beats the 0.25 background, far above 1% of the 16x16
+    image, and its score is the normalised maximum, 1.0."""
+    cams = torch.zeros(1, 4, 4)
+    cams[0, 1:3, 1:3] = 1.0
+    result = instance_masks(cams, np.array([4]), torch.zeros(4, 4), torch.zeros(2, 4, 4), (16, 16))
+    assert len(result) == 1 and result.cls.tolist() == [4]
+    assert result.score.tolist() == [1.0] and result.masks().sum() > 0.01 * 256
