@@ -270,13 +270,21 @@ def untested(rows: list[tuple[int, str]]) -> list[int]:
 
 
 def mutants(work: Path, module: str) -> list[tuple[int, str]]:
-    """(mutmut id, status) of every mutant of module in the scratch copy's cache."""
+    """(mutmut id, status) of every mutant of module in the scratch copy's cache, on a line
+    that the source holds as cached: a crash resumed after the cache was re-keyed from a
+    mutated file (see `watch`) leaves rows of that mutated text, which no run tests."""
+    source = (work / module).read_text().split("\n")
     con = sqlite3.connect(work / ".mutmut-cache")
     rows = con.execute(
-        "SELECT m.id, m.status FROM Mutant m JOIN Line l ON m.line = l.id "
+        "SELECT m.id, m.status, l.line, l.line_number FROM Mutant m JOIN Line l ON m.line = l.id "
         "JOIN SourceFile s ON l.sourcefile = s.id WHERE s.filename = ?", (module,)).fetchall()
     con.close()
-    return sorted(rows)
+    kept = [(mid, status) for mid, status, line, number in rows
+            if number < len(source) and source[number] == line]
+    if len(kept) < len(rows):
+        print(f"{len(rows) - len(kept)} cached mutants of {module} sit on lines the source no "
+              f"longer holds (a re-keyed cache): left out", flush=True)
+    return sorted(kept)
 
 
 def diff(work: Path, mutant_id: int) -> str:
