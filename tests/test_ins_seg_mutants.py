@@ -157,3 +157,13 @@ def test_by_default_a_segment_above_1_percent_of_the_image_keeps_its_score():
     result = instance_masks(cams, np.array([4]), torch.zeros(4, 4), torch.zeros(2, 4, 4), (16, 16))
     assert len(result) == 1 and result.cls.tolist() == [4]
     assert result.score.tolist() == [1.0] and result.masks().sum() > 0.01 * 256
+
+
+def test_the_irn_maps_of_an_image_are_computed_without_autograd():
+    weight = torch.nn.Parameter(torch.ones(()))  # a network's weight: outputs would track it
+
+    def forward(x):
+        s4 = (-(-x.shape[2] // 4), -(-x.shape[3] // 4))
+        return weight * torch.zeros(2, 1, *s4), weight * torch.zeros(2, 2, *s4)
+    boundary, disp = edge_and_displacement(forward, torch.zeros(3, 8, 8), pad_to=8)
+    assert not boundary.requires_grad and not disp.requires_grad
