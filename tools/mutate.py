@@ -310,6 +310,7 @@ def is_equivalent(entry: tuple[str, str], listed: list[dict], text: str = "") ->
     """The listed equivalent of a mutant's (original, mutated) line; an entry with `near`
     (for a line that occurs more than once, e.g. a bare `continue`) also needs that text in
     the mutant's diff (its context lines)."""
+    entry = (entry[0].strip(), entry[1].strip())  # a removed decorator's " / @torch.no_grad()"
     return next((e for e in listed if (e["original"].strip(), e["mutated"].strip()) == entry
                  and e.get("near", "") in text), None)
 
