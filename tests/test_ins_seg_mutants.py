@@ -7,11 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from misc.errors import BadInput
 from misc.irn.ins_seg import (
     InstanceResult,
     connected_components,
+    displacement_mean,
+    edge_and_displacement,
     find_centroids,
     instance_map,
+    instance_masks,
     instance_seeds,
     load_instances,
     save_instances,
@@ -123,3 +127,76 @@ def test_inconsistent_instance_files_are_refused(tmp_path):
              **{"class": np.zeros(3, np.int64)})
     with pytest.raises(ValueError, match="inconsistent"):
         load_instances(tmp_path / "c.npz")
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (32, 29), (29, 32), (33, 20), (20, 33),
+                                           (25, 27), (26, 28), (27, 20), (20, 27)])
+def test_the_pair_is_padded_only_when_it_fits_and_the_maps_are_cropped_to_ceil_of_a_quarter(
+        height, width):
+    """pad_to 32: padded to 32x32 iff both sides are at most 32; the outputs are cropped to
+    (ceil(H / 4), ceil(W / 4)), worked out here for each size (8x8, 8x8, 8x8, 9x5, 5x9, 7x7,
+    7x7, 7x5, 5x7; 27 is where a crop of ceil((H + 2) / 4) would keep a row too many)."""
+    seen = []
+
+    def forward(x):
+        seen.append(tuple(x.shape[2:]))
+        s4 = (-(-x.shape[2] // 4), -(-x.shape[3] // 4))
+        return torch.zeros(2, 1, *s4), torch.zeros(2, 2, *s4)
+    boundary, disp = edge_and_displacement(forward, torch.zeros(3, height, width), pad_to=32)
+    fits = height <= 32 and width <= 32
+    assert seen == [(32, 32) if fits else (height, width)]
+    want = {(32, 32): (8, 8), (32, 29): (8, 8), (29, 32): (8, 8), (33, 20): (9, 5),
+            (20, 33): (5, 9), (25, 27): (7, 7), (26, 28): (7, 7), (27, 20): (7, 5),
+            (20, 27): (5, 7)}[(height, width)]
+    assert boundary.shape == want and disp.shape == (2, *want)
+
+
+def test_by_default_a_segment_above_1_percent_of_the_image_keeps_its_score():
+    """One class, one instance (zero displacement: one weak component), no boundaries: the
+    segment is where the walked CAM beats the 0.25 background, far above 1% of the 16x16
+    image, and its score is the normalised maximum, 1.0."""
+    cams = torch.zeros(1, 4, 4)
+    cams[0, 1:3, 1:3] = 1.0
+    result = instance_masks(cams, np.array([4]), torch.zeros(4, 4), torch.zeros(2, 4, 4), (16, 16))
+    assert len(result) == 1 and result.cls.tolist() == [4]
+    assert result.score.tolist() == [1.0] and result.masks().sum() > 0.01 * 256
+
+
+def test_the_irn_maps_of_an_image_are_computed_without_autograd():
+    weight = torch.nn.Parameter(torch.ones(()))  # a network's weight: outputs would track it
+
+    def forward(x):
+        s4 = (-(-x.shape[2] // 4), -(-x.shape[3] // 4))
+        return weight * torch.zeros(2, 1, *s4), weight * torch.zeros(2, 2, *s4)
+    boundary, disp = edge_and_displacement(forward, torch.zeros(3, 8, 8), pad_to=8)
+    assert not boundary.requires_grad and not disp.requires_grad
+
+
+def test_the_displacement_mean_is_computed_without_autograd():
+    weight = torch.nn.Parameter(torch.ones(()))
+    mean = displacement_mean(lambda x: (None, weight * x[:, 1:]), [torch.ones(2, 3, 4, 4)])
+    assert not mean.requires_grad and mean.tolist() == [1.0, 1.0]
+
+
+def _one_segment() -> tuple:
+    cams = torch.zeros(1, 4, 4)
+    cams[0, 1:3, 1:3] = 1.0
+    return cams, np.array([4]), torch.zeros(4, 4), torch.zeros(2, 4, 4), (16, 16)
+
+
+def test_as_many_segments_as_a_uint16_label_holds_fit_and_one_more_is_refused(monkeypatch):
+    from misc.irn import ins_seg
+    monkeypatch.setattr(ins_seg, "MAX_SEGMENTS", 1)  # the one segment of _one_segment fits
+    assert len(instance_masks(*_one_segment())) == 1
+    monkeypatch.setattr(ins_seg, "MAX_SEGMENTS", 0)
+    with pytest.raises(ValueError) as err:
+        instance_masks(*_one_segment())
+    assert str(err.value) == "1 segments do not fit a uint16 label image"
+
+
+def test_an_instance_file_holding_pickled_objects_is_refused_as_corrupt(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, labels=np.array([{"a": 1}], dtype=object), score=np.zeros(0, np.float32),
+             **{"class": np.zeros(0, np.int64)})
+    with pytest.raises(BadInput, match="corrupt instance file .*allow_pickle"):
+        load_instances(path)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from misc.irn.random_walk import (
+    INFER_RADIUS,
     cropped_affinity,
     dense_random_walk,
     dense_transition,
@@ -127,3 +128,13 @@ def test_walks_build_no_autograd_graph():
     s = torch.from_numpy(seeds).requires_grad_(True)
     assert not random_walk(s, b, 3.0, 1, 2).requires_grad
     assert not dense_random_walk(s, b, 3.0, 1, 2).requires_grad
+
+
+def test_the_inference_walk_reaches_4_cells_a_step_the_references_radius_5():
+    """On a map without boundaries one step of the walk at the inference radius moves a seed's
+    mass to the cells with dx^2 + dy^2 < 5^2: 4 cells along the row, not 5."""
+    h, w, y, x = 12, 30, 6, 15
+    op = transition_operator(torch.zeros(h, w), 10, INFER_RADIUS).to_dense()
+    reach = op[:, y * w + x].view(h, w)[y]  # where the centre's mass goes, along its row
+    assert reach[x - 4] > 0 and reach[x + 4] > 0
+    assert reach[x - 5] == 0 and reach[x + 5] == 0

@@ -4,8 +4,10 @@ against the uninterrupted one, what a state file holds and when one is written, 
 on a state of another run. Fast; the tests tools/mutate.py runs against train.py's mutants."""
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -136,7 +138,7 @@ def test_a_run_stopped_after_a_state_and_resumed_ends_as_the_uninterrupted_one(t
     capsys.readouterr()
     model, result, _ = _run(tmp_path / "out", _loss(), end_of_epoch=_draw_on_main)
     assert f"tiny: resumed from {state_path(tmp_path / 'out' / 'net.pth')} at step {stop_at}/12" \
-        in capsys.readouterr().out
+        in capsys.readouterr().out.splitlines()
     assert _same(model.state_dict(), ref.state_dict())
     assert result.losses == ref_result.losses
     assert ((tmp_path / "ref" / "net.losses.csv").read_text()
@@ -233,7 +235,9 @@ def test_the_module_trained_beside_the_model_is_saved_and_restored(tmp_path):
     # a state without it cannot resume such a run
     with pytest.raises(Stop):
         _run(tmp_path / "b", _loss(stop_at=5))
-    with pytest.raises(BadInput, match="holds no state of the module trained beside the model"):
+    with pytest.raises(BadInput, match=r"holds no state of the module trained beside the model "
+                                       r"\(a teacher\); delete it \(or turn resuming off\) to "
+                                       r"start afresh$"):
         _run(tmp_path / "b", _loss(), extra_state=torch.nn.Linear(2, 2))
 
 
@@ -263,7 +267,9 @@ def test_a_state_of_another_process_count_gives_rank_r_the_streams_of_rank_r_mod
                                tmp_path / "net.pth")
     rngs = [{"id": 0}, {"id": 1}]
     assert states._own_rng(rngs) == {"id": 0}
-    assert "written by 2 processes and this run has 1" in capsys.readouterr().out
+    assert (f"tiny: {tmp_path / 's.pth'} was written by 2 processes and this run has 1: training "
+            f"continues from it, but its dropout draws differ from those of an uninterrupted run"
+            in capsys.readouterr().out.splitlines())
     monkeypatch.setattr(dist, "world", lambda: (3, 4))
     assert states._own_rng(rngs) == {"id": 1}
     monkeypatch.setattr(dist, "world", lambda: (1, 2))
@@ -331,8 +337,10 @@ def test_weights_that_stop_being_finite_are_never_written_as_a_state(tmp_path):
         if len(calls) == 5:  # finite loss, infinite gradient: d sqrt(x)/dx at 0
             loss = loss + torch.sqrt(w - w.detach()).sum()
         return loss
-    with pytest.raises(NonFiniteLoss, match=r"the weights are no longer finite after iteration 5 "
-                                            r"of 12 .*after iteration 4, is kept"):
+    with pytest.raises(NonFiniteLoss, match=r"tiny: the weights are no longer finite after "
+                                            r"iteration 5 of 12 \(the loss was still finite: an "
+                                            r"exploding gradient\); training stopped .*after "
+                                            r"iteration 4, is kept"):
         _run(tmp_path / "b", grad_inf, model=Blow(), every=1)
     state = torch.load(state_path(tmp_path / "b" / "net.pth"), weights_only=True)
     assert state["step"] == 4 and torch.isfinite(state["model"]["w"]).all()
@@ -359,8 +367,8 @@ def test_max_steps_cuts_the_last_epoch_short_and_hooks_see_each_update(tmp_path,
     assert hooks == [(0, True), (1, True)]
     log = capsys.readouterr().out
     first, second = sum(result.losses[:4]) / 4, sum(result.losses[4:]) / 2
-    assert f"tiny: epoch 1/2 mean loss {first:.4f}" in log
-    assert f"tiny: epoch 2/2 mean loss {second:.4f}" in log
+    assert f"tiny: epoch 1/2 mean loss {first:.4f}" in log.splitlines()
+    assert f"tiny: epoch 2/2 mean loss {second:.4f}" in log.splitlines()
 
 
 def test_the_model_is_back_in_training_mode_after_an_end_of_epoch_hook(tmp_path):
@@ -424,3 +432,147 @@ def test_skipping_the_first_batches_of_an_epoch():
 def test_the_state_file_sits_beside_the_checkpoint():
     assert state_path("sess/res50_cam.pth") == Path("sess/res50_cam.state.pth")
     assert state_path(Path("/o/net")) == Path("/o/net.state.pth")
+
+
+def test_the_cuda_stream_is_kept_and_restored_only_when_both_runs_are_on_cuda(monkeypatch):
+    cuda, cpu = torch.device("cuda", 1), torch.device("cpu")
+    saved = torch.tensor([7, 8], dtype=torch.uint8)  # stands for the GPU generator's state
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: saved if device == cuda else None)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append(
+        (state is saved, device)))
+    on_gpu, on_cpu = engine._rng_state(cuda), engine._rng_state(cpu)
+    assert set(on_gpu) == {"torch", "python", "numpy", "cuda"} and on_gpu["cuda"] is saved
+    assert set(on_cpu) == {"torch", "python", "numpy"}
+    engine._set_rng_state(on_gpu, cuda)
+    assert restored == [(True, cuda)]
+    engine._set_rng_state(on_gpu, cpu)  # a GPU run's state resumed on the CPU: no GPU stream
+    engine._set_rng_state(on_cpu, cuda)  # a CPU run's state on a GPU: none saved to restore
+    assert restored == [(True, cuda)]
+
+
+def test_batches_are_pinned_for_a_gpu_only():
+    sampler = dist.GlobalBatchSampler(16, 4, seed=0)
+    assert engine._epoch_loader(Points(), sampler, 0, torch.device("cuda", 0), 0, 0).pin_memory
+    assert not engine._epoch_loader(Points(), sampler, 0, torch.device("cpu"), 0, 0).pin_memory
+
+
+def test_several_processes_train_the_model_under_ddp_with_its_gpu_as_device_ids(monkeypatch):
+    made = []
+    monkeypatch.setattr(engine, "DistributedDataParallel",
+                        lambda model, device_ids: made.append((model, device_ids)) or "ddp")
+    net = _net()
+    assert engine._distributed(net, torch.device("cpu"), 1) is net
+    assert engine._distributed(net, torch.device("cuda", 0), 1) is net
+    assert made == []  # one process: no wrapper
+    assert engine._distributed(net, torch.device("cuda", 3), 2) == "ddp"
+    assert engine._distributed(net, torch.device("cpu"), 4) == "ddp"
+    assert made == [(net, [3]), (net, None)]
+
+
+_unpickled = []
+
+
+def _record_unpickling(tag: str) -> None:
+    _unpickled.append(tag)
+
+
+class _RunsOnLoad:
+    """An object whose unpickling calls a function: what weights_only loading refuses."""
+
+    def __reduce__(self):
+        return (_record_unpickling, ("ran",))
+
+
+def test_a_state_file_is_read_without_running_pickled_code(tmp_path):
+    with pytest.raises(Stop):
+        _run(tmp_path, _loss(stop_at=5))
+    path = state_path(tmp_path / "net.pth")
+    state = torch.load(path, weights_only=True)
+    state["payload"] = _RunsOnLoad()
+    torch.save(state, path)
+    with pytest.raises(pickle.UnpicklingError):
+        _run(tmp_path, _loss())
+    assert _unpickled == []
+
+
+def test_a_state_of_the_same_record_is_resumed(tmp_path, capsys):
+    out = tmp_path / "net.pth"
+    write_record(out, {"id": "rec1"}, complete=False)
+    with pytest.raises(Stop):
+        _run(tmp_path, _loss(stop_at=5))
+    capsys.readouterr()
+    _, result, _ = _run(tmp_path, _loss())
+    assert f"tiny: resumed from {state_path(out)} at step 5/12" in capsys.readouterr().out.splitlines()
+    assert len(result.losses) == 12 and not (tmp_path / "net.state.set-aside.pth").exists()
+
+
+def test_the_fp16_loss_scale_is_restored_only_into_a_run_that_scales_too(tmp_path):
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "s.pth"
+    states = engine._StateFile(path, 1, 12, 4, torch.device("cpu"), "tiny", tmp_path / "net.pth")
+    rngs = [engine._rng_state(torch.device("cpu"))]
+
+    def scaler(enabled: bool = True, scale: float = 2.0 ** 16) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler("cpu", init_scale=scale, enabled=enabled)
+
+    engine._save_state(path, model, opt, 3, 12, 4, [1.0, 2.0, 3.0], rngs, None, scaler(scale=1024.0))
+    now = scaler()
+    assert states.load(model, opt, now) == [1.0, 2.0, 3.0] and states.step == 3
+    assert now.get_scale() == 1024.0
+    off = scaler(enabled=False)
+    states.load(model, opt, off)  # a float32 run now: no scale to take
+    assert off.get_scale() == 1.0
+    engine._save_state(path, model, opt, 3, 12, 4, [1.0], rngs, None, scaler(enabled=False))
+    now = scaler()
+    states.load(model, opt, now)  # a float32 run's state: the scaler keeps its initial scale
+    assert now.get_scale() == 2.0 ** 16
+
+
+def test_the_final_checkpoint_holds_the_module_beside_the_model_under_its_prefix():
+    model, teacher = torch.nn.Linear(2, 1), torch.nn.Linear(3, 2)
+    state = engine.final_state(model, teacher, "teacher.")
+    assert set(state) == {"weight", "bias", "teacher.weight", "teacher.bias"}
+    assert torch.equal(state["teacher.weight"], teacher.weight) and state["weight"].shape == (1, 2)
+    assert set(engine.final_state(model, teacher, None)) == {"weight", "bias"}
+    assert set(engine.final_state(model, None, "teacher.")) == {"weight", "bias"}
+
+
+def test_by_default_train_uses_seed_0_and_neither_writes_nor_resumes_a_state(tmp_path,
+                                                                            monkeypatch):
+    ref, names = [], []
+    _run(tmp_path / "ref", _loss(seen=ref), every=0, seed=0)
+    with pytest.raises(Stop):  # a state of this very run on disk, after 5 steps
+        _run(tmp_path, _loss(stop_at=5))
+    written = []
+    monkeypatch.setattr(engine, "_save_state", lambda *args, **kwargs: written.append(args[3]))
+    model = _net()
+    result = train(model, _loss(seen=names), Points(), 4, 3,
+                   lambda _: torch.optim.SGD(model.parameters(), lr=0.02), torch.device("cpu"),
+                   tmp_path / "net.pth")
+    assert len(names) == 12 and len(result.losses) == 12  # not resumed: all 12 steps run here
+    assert names == ref  # the batches of seed 0
+    assert written == []
+
+
+def test_a_state_due_at_an_epochs_end_is_written_once_after_the_end_of_epoch_hook(tmp_path,
+                                                                                 monkeypatch):
+    events = []
+    monkeypatch.setattr(engine, "_save_state",
+                        lambda path, model, opt, step, *a, **k: events.append(f"state {step}"))
+
+    def hook(model, epoch):
+        events.append(f"hook {epoch}")
+    _run(tmp_path / "a", _loss(), every=4, end_of_epoch=hook)  # 4 steps an epoch, 12 in all
+    assert events == ["hook 0", "state 4", "hook 1", "state 8", "hook 2"]
+    events.clear()
+    _run(tmp_path / "b", _loss(), every=3, end_of_epoch=hook)
+    assert events == ["state 3", "hook 0", "state 6", "hook 1", "state 9", "hook 2"]
+
+
+def test_the_result_holds_the_seconds_from_the_calls_start_to_its_end(tmp_path, monkeypatch):
+    clock = iter([1000.0])  # the first reading at the start, 1002.5 from then on
+    monkeypatch.setattr(engine, "time", SimpleNamespace(time=lambda: next(clock, 1002.5)))
+    _, result, _ = _run(tmp_path, _loss(), epochs=1, every=0)
+    assert result.seconds == 2.5

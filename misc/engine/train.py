@@ -253,6 +253,16 @@ def _epoch_loader(dataset, sampler: Sampler, num_workers: int, device: torch.dev
                       generator=torch.Generator().manual_seed(seed * 10007 + epoch))
 
 
+def _distributed(model: torch.nn.Module, device: torch.device,
+                 world_size: int) -> torch.nn.Module:
+    """The model under DistributedDataParallel when several processes train (on a GPU its
+    device's index as device_ids, on the CPU none), the model itself in one process."""
+    if world_size == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                   else None)
+
+
 def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
             states: _StateFile, where: str) -> float:
     """One optimiser step on `loss`; returns the loss averaged over ranks. The check comes
@@ -295,8 +305,7 @@ def train(model: torch.nn.Module, loss_fn: LossFn, dataset, batch_size: int, epo
     per_epoch = len(sampler)
     total = max_steps if max_steps is not None else per_epoch * epochs
     epochs = math.ceil(total / per_epoch)
-    trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                      else None) if world_size > 1 else model
+    trained = _distributed(model, device, world_size)
     forward = low_precision(trained, device, amp, channels_last)
     scaler = grad_scaler(device, amp)
     optimizer = make_optimizer(total)

@@ -423,7 +423,9 @@ class _Checker:
                 if list_flag is None:
                     needs[path] = TRAINING_COPIES * self.checkpoint_bytes(flag)
                 elif self.ids(list_flag) is not None and flag in BYTES_PER_PIXEL:
-                    todo = self.missing(path, self.ids(list_flag), self.steps[name].suffix)
+                    # the folder's own suffix: make_bao writes .npz maps and .png labels
+                    todo = self.missing(path, self.ids(list_flag),
+                                        files.suffix or self.steps[name].suffix)
                     needs[path] = needs.get(path, 0) + self.folder_bytes(flag, list_flag, todo)
         return needs
 
