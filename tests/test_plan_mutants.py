@@ -1,0 +1,78 @@
+"""The plan check's list, batch, ground-truth, read and weight checks (step/driver/plan.py), pinned
+where its mutation run (docs/mutation.md) found them untested: each message worked out from the
+flags given, on the tiny toy root (tests/test_plan.py builds plans the same way)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import run_sample
+from net.resnet50 import WEIGHTS_HELP
+from step.driver import plan
+from step.driver.plan import PlanError, check_plan, verify
+from tests.tiny import flags, write_fake_voc
+
+
+def _problems(argv: list[str]) -> list[str]:
+    return check_plan(run_sample.PIPELINE, run_sample.resolved(argv))
+
+
+def test_train_irn_labels_in_a_folder_of_their_own_are_made_by_the_amn_label_pass(
+        tiny_toy, r50, tmp_path):
+    """--irn_label_dir names a folder no pass writes: the fix is the AMN IR-label pass
+    writing there (--amn_ir_label_out_dir), after the passes it needs."""
+    labels = tmp_path / "labels"
+    train_list = tiny_toy / "ImageSets/Segmentation/train_aug.txt"
+    problems = _problems(flags(tiny_toy, tmp_path, r50)
+                         + ["--train_irn_pass", "True", "--irn_label_dir", str(labels)])
+    assert problems == [
+        f"{labels}: no IR label for 24 of 24 ids of --train_list {train_list} (e.g. toy_000000), "
+        f"which train_irn reads: run --amn_cam_to_ir_label_pass True --amn_ir_label_out_dir "
+        f"{labels} (after --train_cam_pass True, --make_cam_pass True, --cam_to_ir_label_pass "
+        f"True, --train_amn_pass True, --make_amn_cam_pass True) first, or point --irn_label_dir "
+        f"at existing IR labels"]
+
+
+def test_verify_raises_and_logs_every_problem_with_their_count(tiny_toy, tmp_path, capsys,
+                                                               monkeypatch):
+    """Two problems (a missing backbone file, a batch larger than the list): the log line and
+    the error both say "2 problems", and the error lists each on its own "  - " line."""
+    argv = flags(tiny_toy, tmp_path, tmp_path / "none.pth") + [
+        "--train_cam_pass", "True", "--cam_batch_size", "32"]
+    with pytest.raises(PlanError) as info:
+        verify(run_sample.PIPELINE, run_sample.resolved(argv))
+    train_list = tiny_toy / "ImageSets/Segmentation/train_aug.txt"
+    first, *rest = str(info.value).split("\n")
+    assert re.fullmatch(r"this call cannot run as given \(2 problems, found in \d+\.\d\d s before "
+                        r"the first step; no step ran\):", first)
+    assert rest == [
+        f"  - train_cam: --train_list {train_list} has 24 images, fewer than one batch of "
+        f"--cam_batch_size 32; lower it",
+        f"  - --backbone_weights: backbone weights not found: {tmp_path / 'none.pth'}. "
+        f"{WEIGHTS_HELP}"]
+    assert re.fullmatch(r"plan: 2 problems found in \d+\.\d\d s; no step ran\n",
+                        capsys.readouterr().out)
+
+
+def test_missing_ground_truth_is_reported_once_per_list_with_its_count(r50, tmp_path):
+    """Two evaluations score the same list (eval_cam, eval_amn_cam): one problem for it, with
+    the count of ids lacking a PNG, the first of them, and the list as its flag names it."""
+    root = tmp_path / "voc"
+    write_fake_voc(root, [(16, 20)] * 4)
+    (root / "SegmentationClass" / "img_002.png").unlink()
+    problems = _problems(flags(root, tmp_path / "out", r50)
+                         + ["--eval_cam_pass", "True", "--eval_amn_cam_pass", "True"])
+    gt = [p for p in problems if "ground truth" in p]
+    assert gt == [f"{root / 'SegmentationClass'}: no ground truth for 1 of 4 ids of "
+                  f"--chainer_eval_set train ({root / 'ImageSets/Segmentation/train.txt'}) "
+                  f"(e.g. img_002), which eval_cam scores against; fix the list or the root"]
+
+
+def test_a_batch_that_does_not_split_over_the_processes(tiny_toy, r50, tmp_path, monkeypatch):
+    """Under 3 processes a global batch of 8 is refused, one of 6 is not (8 % 3 = 2)."""
+    monkeypatch.setattr(plan.dist, "world", lambda: (0, 3))
+    argv = flags(tiny_toy, tmp_path, r50) + ["--train_cam_pass", "True"]
+    assert _problems(argv + ["--cam_batch_size", "8"]) == [
+        "train_cam: --cam_batch_size 8 does not split over the 3 processes; pick a multiple of 3"]
+    assert _problems(argv + ["--cam_batch_size", "6"]) == []
