@@ -4,6 +4,7 @@ flags given, on the tiny toy root (tests/test_plan.py builds plans the same way)
 from __future__ import annotations
 
 import re
+import types
 
 import pytest
 
@@ -76,3 +77,69 @@ def test_a_batch_that_does_not_split_over_the_processes(tiny_toy, r50, tmp_path,
     assert _problems(argv + ["--cam_batch_size", "8"]) == [
         "train_cam: --cam_batch_size 8 does not split over the 3 processes; pick a multiple of 3"]
     assert _problems(argv + ["--cam_batch_size", "6"]) == []
+
+
+def test_problems_of_every_check_are_collected_in_order(r50, tmp_path, monkeypatch):
+    """One call with a problem of each kind: the device, a list, a batch, the ground truth, a
+    read and the disk, each kept (none replaces the ones found before it), in that order."""
+    root = tmp_path / "voc"
+    write_fake_voc(root, [(16, 20)] * 4)
+    (root / "SegmentationClass" / "img_002.png").unlink()
+    monkeypatch.setattr(plan.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=1))
+    out, lists = tmp_path / "out", root / "ImageSets/Segmentation"
+    problems = _problems(flags(root, out, r50) + [
+        "--train_cam_pass", "True", "--eval_cam_pass", "True", "--device", "cuda",
+        "--val_list", str(tmp_path / "nowhere.txt")])
+    assert len(problems) == 6
+    assert [p.split(":")[0] for p in problems[:5]] == [
+        "--device cuda", "--val_list", "train_cam", str(root / "SegmentationClass"),
+        str(out / "cam")]
+    assert f"({out / 'sess/res50_cam.pth'} ~0.3 GB) and only 0.0 MB are free" in problems[5]
+    assert problems[0] == ("--device cuda: this machine has no usable CUDA device; pass "
+                           "--device cpu (or auto)")
+    assert problems[2] == (f"train_cam: --train_list {lists / 'train_aug.txt'} has 4 images, "
+                           f"fewer than one batch of --cam_batch_size 8; lower it")
+    assert problems[4] == (f"{out / 'cam'}: no CAM for 4 of 4 ids of --chainer_eval_set train "
+                           f"({lists / 'train.txt'}) (e.g. img_000), which eval_cam reads: run "
+                           f"--make_cam_pass True first, or point --cam_out_dir at existing CAMs")
+
+
+def test_verify_logs_the_steps_it_checked(r50, tmp_path, capsys):
+    """A plan that can run: the last log line counts its passes (train_cam alone: 1)."""
+    root = tmp_path / "voc"
+    write_fake_voc(root, [(16, 20)] * 4)
+    argv = flags(root, tmp_path / "out", r50) + ["--train_cam_pass", "True",
+                                                 "--cam_batch_size", "4"]
+    assert verify(run_sample.PIPELINE, run_sample.resolved(argv)).steps == ["train_cam"]
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"plan: 1 steps, inputs checked in \d+\.\d\d s", last)
+
+
+def _root(tmp_path, n: int = 4):
+    root = tmp_path / "voc"
+    write_fake_voc(root, [(16, 20)] * n)
+    return root, root / "ImageSets/Segmentation"
+
+
+def test_ids_without_image_labels_are_named_without_the_key_errors_quotes(r50, tmp_path):
+    """An id with an image but no row in cls_labels.csv, on a list train_cam reads labels of:
+    the labels' own message (a KeyError's args[0], not its quoted str())."""
+    root, lists = _root(tmp_path)
+    (root / "JPEGImages" / "extra.jpg").hardlink_to(root / "JPEGImages" / "img_000.jpg")
+    mine = tmp_path / "mine.txt"
+    mine.write_text("img_000\nextra\nimg_001\nimg_002\n")
+    problems = _problems(flags(root, tmp_path / "out", r50) + [
+        "--train_cam_pass", "True", "--train_list", str(mine), "--cam_batch_size", "4"])
+    assert problems == [f"--train_list: 1 ids of {mine} have no image-level label (first: "
+                        f"['extra']); the list and the class-label file do not match"]
+
+
+def test_an_undecodable_list_is_reported_with_the_decoders_whole_message(r50, tmp_path):
+    """A list that is not UTF-8: the ValueError's str(), not its first argument."""
+    root, _ = _root(tmp_path)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfeimg_000\n")
+    problems = _problems(flags(root, tmp_path / "out", r50) + [
+        "--train_cam_pass", "True", "--train_list", str(bad), "--cam_batch_size", "4"])
+    assert problems == ["--train_list: 'utf-8' codec can't decode byte 0xff in position 0: "
+                        "invalid start byte"]
