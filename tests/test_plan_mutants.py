@@ -9,8 +9,9 @@ import types
 import pytest
 
 import run_sample
+from misc.errors import MissingInput
 from net.resnet50 import WEIGHTS_HELP
-from step.driver import plan
+from step.driver import context, plan
 from step.driver.plan import PlanError, check_plan, verify
 from tests.tiny import flags, write_fake_voc
 
@@ -143,3 +144,28 @@ def test_an_undecodable_list_is_reported_with_the_decoders_whole_message(r50, tm
         "--train_cam_pass", "True", "--train_list", str(bad), "--cam_batch_size", "4"])
     assert problems == ["--train_list: 'utf-8' codec can't decode byte 0xff in position 0: "
                         "invalid start byte"]
+
+
+def test_an_unreadable_scored_list_is_reported_by_the_list_check_alone(r50, tmp_path):
+    """eval_seg scores --seg_eval_list; when that list is missing, the list check reports it
+    and the ground-truth check skips it (no crash, no second problem about it)."""
+    root, _ = _root(tmp_path)
+    problems = _problems(flags(root, tmp_path / "out", r50) + [
+        "--eval_seg_pass", "True", "--seg_eval_list", str(tmp_path / "nowhere.txt")])
+    assert f"--seg_eval_list: list file {tmp_path / 'nowhere.txt'} not found: pass an existing " \
+           f"file (e.g. voc12/train_aug.txt)" in problems
+    assert not [p for p in problems if "ground truth" in p]
+
+
+def test_a_ground_truth_folder_the_dataset_cannot_give_names_the_evaluation(r50, tmp_path,
+                                                                           monkeypatch):
+    """The dataset's gt_dir raising (COCO's before prepare: MissingInput) becomes one problem
+    per list, prefixed with the pass that scores against it."""
+    root, _ = _root(tmp_path)
+    args = run_sample.resolved(flags(root, tmp_path / "out", r50) + ["--eval_cam_pass", "True"])
+
+    def no_gt(self):
+        raise MissingInput("ground-truth folder G not found: run prepare")
+    monkeypatch.setattr(type(context.dataset(args)), "gt_dir", no_gt)
+    problems = check_plan(run_sample.PIPELINE, args)
+    assert problems[0] == "eval_cam: ground-truth folder G not found: run prepare"
