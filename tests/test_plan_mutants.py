@@ -169,3 +169,29 @@ def test_a_ground_truth_folder_the_dataset_cannot_give_names_the_evaluation(r50,
     monkeypatch.setattr(type(context.dataset(args)), "gt_dir", no_gt)
     problems = check_plan(run_sample.PIPELINE, args)
     assert problems[0] == "eval_cam: ground-truth folder G not found: run prepare"
+
+
+def test_a_partial_read_is_not_required_to_cover_its_list(r50, tmp_path):
+    """eval_ins_seg scores the instance files there are (its read is partial): with none on
+    disk and no pass making them, the plan has no problem; eval_cam's full read has one."""
+    root, _ = _root(tmp_path)
+    argv = flags(root, tmp_path / "out", r50)
+    assert _problems(argv + ["--eval_ins_seg_pass", "True"]) == []
+    (problem,) = _problems(argv + ["--eval_cam_pass", "True"])
+    assert problem.startswith(f"{tmp_path / 'out/cam'}: no CAM for 4 of 4 ids")
+
+
+def test_ids_off_the_writers_list_name_the_list_to_make_them_on(r50, tmp_path):
+    """eval_cam scores train.txt's 4 ids, but make_cam runs on --train_list (2 of them here):
+    the fix names the list to run make_cam on, after the pass its weights need."""
+    root, lists = _root(tmp_path)
+    mine = tmp_path / "mine.txt"
+    mine.write_text("img_000\nimg_001\n")
+    out = tmp_path / "out"
+    problems = _problems(flags(root, out, r50) + ["--eval_cam_pass", "True",
+                                                  "--train_list", str(mine)])
+    assert problems == [
+        f"{out / 'cam'}: no CAM for 4 of 4 ids of --chainer_eval_set train "
+        f"({lists / 'train.txt'}) (e.g. img_000), which eval_cam reads: run --make_cam_pass True "
+        f"--train_list {lists / 'train.txt'} (after --train_cam_pass True) first, or point "
+        f"--cam_out_dir at existing CAMs"]
