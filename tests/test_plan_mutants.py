@@ -195,3 +195,16 @@ def test_ids_off_the_writers_list_name_the_list_to_make_them_on(r50, tmp_path):
         f"({lists / 'train.txt'}) (e.g. img_000), which eval_cam reads: run --make_cam_pass True "
         f"--train_list {lists / 'train.txt'} (after --train_cam_pass True) first, or point "
         f"--cam_out_dir at existing CAMs"]
+
+
+def test_a_missing_checkpoint_names_the_passes_its_trainer_needs_first(r50, tmp_path):
+    """make_sem_seg alone: IRN's checkpoint is missing and train_irn's labels too, so the
+    fix lists the six passes before train_irn, in pipeline order."""
+    root, _ = _root(tmp_path)
+    out = tmp_path / "out"
+    problems = _problems(flags(root, out, r50) + ["--make_sem_seg_pass", "True"])
+    assert problems[0] == (
+        f"--irn_weights_name: checkpoint {out / 'sess/res50_irn.pth'} not found: run train_irn "
+        f"(--train_irn_pass True) first; train_irn needs --train_cam_pass True, --make_cam_pass "
+        f"True, --cam_to_ir_label_pass True, --train_amn_pass True, --make_amn_cam_pass True, "
+        f"--amn_cam_to_ir_label_pass True first")
