@@ -103,8 +103,9 @@ def label(args: argparse.Namespace, keys: torch.Tensor, scores: torch.Tensor, si
           image_path: Path | None) -> np.ndarray:
     """Rule (b) of the flags on one image's walked scores, in this process: (H, W) uint8,
     0 background, c + 1 class c."""
-    scores = scores.float().cpu().numpy().reshape(len(keys), *size)
-    return label_walk((None, keys.cpu().numpy(), scores, image_path, rule_of(args)))
+    if args.sem_seg_ppmg:
+        keys, scores = keys.cpu().numpy(), scores.float().cpu().numpy()
+    return label_walk((None, keys, scores.reshape(len(keys), *size), image_path, rule_of(args)))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -127,8 +128,9 @@ def run(args: argparse.Namespace) -> dict:
             keys, scores = walked_scores(maps, boundary, sample["size"], power=args.sem_seg_power,
                                          beta=args.beta, exp_times=args.exp_times,
                                          radius=args.walk_radius)
-            yield (ids[k], keys.cpu().numpy(), scores.float().cpu().numpy(),
-                   str(data.image_path(ids[k])), rule)
+            if args.sem_seg_ppmg:  # pickled to the CPU pool; the constant rule stays on device
+                keys, scores = keys.cpu().numpy(), scores.float().cpu().numpy()
+            yield ids[k], keys, scores, str(data.image_path(ids[k])), rule
 
     # PPMG's CRFs over the CPU pool beside the network (as eval_seg's); the constant rule here
     workers = context.cpu_workers(args) - 1 if args.sem_seg_ppmg else 0

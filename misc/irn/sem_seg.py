@@ -62,27 +62,19 @@ def constant_labels(keys: torch.Tensor, scores: torch.Tensor, bg_thres: float) -
     return keys_pad[torch.cat([bg, scores]).argmax(0)].to(torch.uint8).cpu()
 
 
-def ppmg_labels(keys: torch.Tensor, scores: torch.Tensor, img: np.ndarray, alpha: float,
-                cv_scale: float) -> torch.Tensor:
-    """PMM's rule (b), plug point (iii) (docs/pmm.md §8): PPMG (CVS at `cv_scale`, background
-    (1 - v)^alpha, per-class CRF, proportional overlap) on the walked scores. keys (K,), scores
-    (K, H, W) in [0, 1], img uint8 (H, W, 3) RGB -> (H, W) uint8, 0 background, c + 1 class c."""
-    return torch.from_numpy(ppmg(img, scores.float().cpu().numpy(), keys.cpu().numpy(),
-                                 alpha=alpha, cv_scale=cv_scale))
-
-
 def label_walk(job: tuple) -> np.ndarray:
-    """Rule (b) on one image's walked scores, a CPU-pool job of make_sem_seg_labels: job =
-    (id, keys (K,) int64, scores (K, H, W) float32 in [0, 1], image path (read for PPMG's CRF
-    only), rule), rule ("constant", bg_thres) or ("ppmg", alpha, cv_scale). Returns (H, W)
-    uint8, 0 background, c + 1 class c; all background when K = 0."""
+    """Rule (b) on one image's walked scores, as make_sem_seg_labels runs it: job = (id, keys
+    (K,) int64, scores (K, H, W) float in [0, 1], image path (read for PPMG's CRF only), rule),
+    rule ("constant", bg_thres) (tensors, on any device) or ("ppmg", alpha, cv_scale) (numpy
+    arrays: a CPU-pool job; PMM's plug point (iii), docs/pmm.md §8). Returns (H, W) uint8,
+    0 background, c + 1 class c; all background when K = 0."""
     _, keys, scores, image_path, rule = job
     if len(keys) == 0:
-        return np.zeros(scores.shape[1:], np.uint8)
-    keys, scores = torch.as_tensor(keys), torch.as_tensor(scores)
+        return np.zeros(tuple(scores.shape[1:]), np.uint8)
     if rule[0] == "ppmg":
-        return ppmg_labels(keys, scores, read_image(image_path), *rule[1:]).numpy()
-    return constant_labels(keys, scores, rule[1]).numpy()
+        return ppmg(read_image(image_path), np.asarray(scores, np.float32), np.asarray(keys),
+                    alpha=rule[1], cv_scale=rule[2])
+    return constant_labels(torch.as_tensor(keys), torch.as_tensor(scores), rule[1]).numpy()
 
 
 def pseudo_mask(maps: Mapping[str, np.ndarray], boundary: torch.Tensor, size: tuple[int, int],
