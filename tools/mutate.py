@@ -40,7 +40,8 @@ OUT = ROOT / "result" / "mutation"
 # module -> the test files that cover it: the modules that decide numbers and provenance
 TARGETS: dict[str, list[str]] = {
     "misc/io/records.py": ["tests/test_records_mutants.py"],
-    "step/driver/plan.py": ["tests/test_plan_disk.py", "tests/test_plan.py"],  # -x: disk first
+    "step/driver/plan.py": ["tests/test_plan_disk.py", "tests/test_plan.py",  # -x: disk first
+                            "tests/test_plan_mutants.py"],
     "misc/io/maps.py": ["tests/test_maps_mutants.py"],
     "misc/eval/metrics.py": ["tests/test_metrics_mutants.py", "tests/test_metrics.py"],
     "misc/eval/ins_eval.py": ["tests/test_ins_eval_mutants.py", "tests/test_ins_eval.py"],
