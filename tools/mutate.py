@@ -63,7 +63,14 @@ TARGETS: dict[str, list[str]] = {
             "test_downsample_labels_picks_pil_pixels")],
     "coco14/prepare.py": ["tests/test_coco14_prepare_mutants.py", "tests/test_coco14.py"],
     "misc/eval/coco_export.py": ["tests/test_coco_export_mutants.py", "tests/test_coco_export.py"],
-    "misc/report/repeats.py": ["tests/test_repeats_mutants.py"],
+    "misc/report/repeats.py": ["tests/test_repeats_mutants.py", "tests/test_bao_claims.py",
+                               "tests/test_pmm_claims.py"] + [
+        "tests/test_repeats.py::" + t for t in (  # all but the two runs on the tiny toy
+            "test_insert_folder_and_dataset_folders_agree",
+            "test_seed_argv_moves_every_output_into_the_seed_folder",
+            "test_aggregate_is_exact_over_hand_written_files",
+            "test_claims_are_paired_effects_with_a_two_std_verdict",
+            "test_finished_means_report_and_marker_of_the_same_command")],
     "misc/engine/train.py": ["tests/test_train_mutants.py"],
     "misc/engine/dist.py": ["tests/test_dist_mutants.py"],
 }
