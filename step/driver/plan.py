@@ -166,7 +166,7 @@ class _Checker:
         self.steps, self.args, self.data = pipeline.steps, args, context.dataset(args)
         self._ids: dict[str, list[str] | None] = {}
         self._list_errors: dict[str, str] = {}
-        self._weights: dict[tuple, list[str]] = {}
+        self._weights: set[tuple] = set()  # (network, file) pairs checked
         self._listings: dict[str, frozenset] = {}
 
     def missing(self, folder: str | Path, ids: Iterable[str], suffix: str,
@@ -318,7 +318,8 @@ class _Checker:
             return []
         where = f"{_show(folder)}: no {noun} for {len(missing)} of {len(ids)} ids of " \
                 f"{self.list_desc(list_flag)} (e.g. {missing[0]}), which {step} reads"
-        if writer is None and flag in MADE_AS:
+        # `--seg_label_dir gt` (no path) is the dataset's ground truth, which no pass makes
+        if writer is None and flag in MADE_AS and path_of(self.args, flag) is not None:
             writer = self.writer_of(path_of(self.args, MADE_AS[flag]))
             extra = f" --{MADE_AS[flag]} {_show(folder)}"
         else:
@@ -387,21 +388,23 @@ class _Checker:
 
     # ---- weights -----------------------------------------------------------------------
     def weights(self, flag: str, path: str | None) -> list[str]:
-        """Load `path` into the network `flag` is for (once per file and network); the
-        loaders' own messages, prefixed with the flag."""
-        # one check per file and network: the toy's ResNet-50 DeepLab starts from the backbone
+        """Load `path` into the network `flag` is for, once per file and network: the
+        loaders' own messages, prefixed with the flag, for the first pass that reads it (train_cam,
+        train_amn and train_irn all read --backbone_weights: one problem, not three)."""
+        # the toy's ResNet-50 DeepLab starts from the backbone: the same file and network
         net = {"backbone_weights": "resnet50", "seg_backbone_weights": self.args.seg_backbone}
         key = (net.get(flag, flag), path and _key(path))
-        if key not in self._weights:
-            try:
-                writer = next((n for n, s in self.steps.items()
-                               if any(f.flag == flag for f in s.writes)), flag)
-                check = WEIGHT_LOADERS.get(flag) or _checkpoint(flag, writer)
-                check(self.args, self.data.n_classes, path)
-                self._weights[key] = []
-            except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
-                self._weights[key] = [f"--{flag}: {_message(err)}"]
-        return self._weights[key]
+        if key in self._weights:
+            return []
+        self._weights.add(key)
+        try:
+            writer = next((n for n, s in self.steps.items()
+                           if any(f.flag == flag for f in s.writes)), flag)
+            check = WEIGHT_LOADERS.get(flag) or _checkpoint(flag, writer)
+            check(self.args, self.data.n_classes, path)
+        except (OSError, ValueError, KeyError, RuntimeError, ImportError) as err:
+            return [f"--{flag}: {_message(err)}"]
+        return []
 
     # ---- environment -------------------------------------------------------------------
     def device(self) -> list[str]:
