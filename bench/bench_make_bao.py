@@ -16,6 +16,13 @@ Conformer-S, fewer blocks for a quick smoke run) through
 and reports both wall times (dataset creation and a warm-up forward excluded), images/s, the
 ratio, the forward counts, and whether the outputs agree: the argmax labels (share of equal
 pixels) and the maps of the present channels (max |difference|). TF32 is off on CUDA.
+
+The two ways sum the same terms in another order (flips and scales summed before or after the
+resize), so in float32 they differ by rounding, which infer_bao's per-channel min-max magnifies
+where a channel is nearly constant on a large offset (random weights make such channels): a
+few 1e-4 in the maps and a few argmax ties. `--dtype float64` runs both in double precision: the
+check that they compute the same maps (equal labels, maps within the 16-bit storage step); time
+in float32.
 """
 from __future__ import annotations
 
@@ -50,14 +57,14 @@ def reference_loop(dataset: SquareViewsDataset, forward, device: torch.device,
             name, label = pack["name"][0], pack["label"][0].to(device)
             h, w = (int(v) for v in pack["size"])
             gate = torch.cat([label.new_ones(1), label])[:, None, None]
-            total = torch.zeros(N_CLASSES + 1, h, w, device=device)
+            total = 0.0
             for view in pack["imgs"]:
                 view = view.to(device)
                 for flip in (False, True):
                     x = view.flip(-1) if flip else view
                     s = forward(x, label[None])[0]
                     s = F.interpolate(s[None], (h, w), mode="bilinear", align_corners=False)[0]
-                    total += (s.flip(-1) if flip else s) * gate
+                    total = total + (s.flip(-1) if flip else s) * gate
             total = total.clamp(min=0)
             lo = total.amin(dim=(1, 2), keepdim=True)
             hi = total.amax(dim=(1, 2), keepdim=True)
@@ -79,37 +86,41 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--num_workers", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64"),
+                   help="float64: the exact agreement check (not a timing)")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
-    model = Net(N_CLASSES, with_bao_layers=True, depth=args.depth).to(device).eval()
+    dtype = getattr(torch, args.dtype)
+    model = Net(N_CLASSES, with_bao_layers=True, depth=args.depth).to(device, dtype).eval()
     scores = CountingForward(lambda pair: model(*pair).bao_scores())
 
     def forward(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return scores((x, labels))  # (B, C+1, h, w) [AM_0, M*_1..C], counted
+        return scores((x.to(dtype), labels.to(dtype)))  # (B, C+1, h, w) [AM_0, M*_1..C]
     with tempfile.TemporaryDirectory(prefix="bench_make_bao_") as tmp:
         tmp = Path(tmp)
         sizes = image_sizes(args.n_images, *args.size)
         ids = write_dataset(tmp / "voc", sizes)
         dataset = SquareViewsDataset(ids, VOCDataset(tmp / "voc"), "bench", tuple(args.sides))
         with torch.inference_mode():  # warm-up: first-call allocations / kernel selection
-            model(torch.zeros(2, 3, args.sides[0], args.sides[0], device=device),
-                  torch.zeros(2, N_CLASSES, device=device))
+            forward(torch.zeros(2, 3, args.sides[0], args.sides[0], device=device),
+                    torch.zeros(2, N_CLASSES, device=device))
         sync(device)
+        warm = scores.calls
         t0 = time.perf_counter()
         ref = reference_loop(dataset, forward, device, args.num_workers)
         sync(device)
-        t_ref, n_ref = time.perf_counter() - t0, scores.calls
+        t_ref, n_ref = time.perf_counter() - t0, scores.calls - warm
         t0 = time.perf_counter()
         with contextlib.redirect_stderr(io.StringIO()):  # silence the progress bar
             run_multiscale_inference(dataset, forward, bao_merge, tmp / "ours", device,
                                      reduce="sum", batch_size=args.batch_size,
                                      num_workers=args.num_workers, overwrite=True, exact=True)
         sync(device)
-        t_ours, n_ours = time.perf_counter() - t0, scores.calls - n_ref
+        t_ours, n_ours = time.perf_counter() - t0, scores.calls - n_ref - warm
         equal = total = 0
         d_maps = 0.0
         for i in ids:
@@ -119,7 +130,7 @@ def main() -> None:
             d_maps = max(d_maps, float(np.abs(ours["high_res"] - ref[i][1]).max()))
     n = args.n_images
     print(f"make_bao bench: {n} images ({len(set(sizes))} sizes), sides {tuple(args.sides)} "
-          f"and flips, Conformer depth {args.depth}, device {device}, "
+          f"and flips, Conformer depth {args.depth}, {args.dtype}, device {device}, "
           f"threads {torch.get_num_threads()}")
     print(f"{'':24}{'reference (1 view)':>20}{f'ours (bs {args.batch_size})':>16}")
     print(f"{'wall time (s)':24}{t_ref:>20.2f}{t_ours:>16.2f}")
