@@ -272,3 +272,36 @@ def test_write_summary_writes_the_tables_the_plot_link_and_the_json(tmp_path):
     text = write_summary(plain, tmp_path / "plain")
     assert (tmp_path / "plain" / "summary.md").read_text() == text + "\n"
     assert not (tmp_path / "plain" / "threshold_band.png").exists()
+
+
+def test_a_reversed_verdict_needs_the_effect_strictly_below_minus_two_stds():
+    assert repeats.verdict(-2.0, 1.0) == "within noise"  # equal is not beyond
+    assert repeats.verdict(-2.5, 1.0) == "reversed"
+    assert repeats.verdict(2.0, 1.0) == "within noise"
+    assert repeats.verdict(-3.0, None) == "one seed"
+
+
+def test_every_within_one_point_claim_allows_exactly_one_point():
+    # every "a within 1 point of b" claim on effects of -1.4, -1.5, -1.6 points (std 0.1):
+    # -1.5 + 1 = -0.5 is below -2 x 0.1, reversed; a 2-point margin would make it hold
+    within = [c for c in CLAIMS if "within 1 point" in c[0]]
+    assert len(within) == 5  # BAO's, BAO-on-AMN (a) three ways, (b)
+    values = {}
+    for _, a, b, _, *_ in within:
+        values[a] = {0: 0.486, 1: 0.485, 2: 0.484}
+        values[b] = {0: 0.5, 1: 0.5, 2: 0.5}
+    rows = [r for r in claims(_table(values)) if "within 1 point" in r["claim"]]
+    assert len(rows) == 5
+    for row in rows:
+        assert row["margin"] == 1.0
+        assert row["mean"] == pytest.approx(-1.5) and row["std"] == pytest.approx(0.1)
+        assert row["verdict"] == "reversed" and row["holds"] is False, row["claim"]
+
+
+def test_summary_json_names_each_arm_s_metrics_file_per_seed(tmp_path):
+    files = {0: _write(tmp_path / "s0.jsonl", [{"step": "eval_seg", "miou": 0.5}])}
+    arm = {0: _write(tmp_path / "ce" / "s0.jsonl", [{"step": "eval_seg", "miou": 0.25}])}
+    write_summary(files, tmp_path / "out", arms={"ce": arm})
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["arms"] == {"ce": {"0": str(arm[0])}}
+    assert saved["metrics"]["ce.eval_seg.miou"]["values"] == {"0": 0.25}
